@@ -1,0 +1,98 @@
+package dlock
+
+import (
+	"context"
+	"time"
+)
+
+// Backend is the contract a store implements. The core ([Client], [Lock])
+// owns everything else: validation, tokens, waiting, refreshing and the lost
+// signal. Rules for implementers:
+//
+//   - Every method must honour ctx and return within its deadline. Transport
+//     failures wrap [ErrUnavailable]; a context error is returned as is
+//     (wrapped), so errors.Is sees context.Canceled or DeadlineExceeded.
+//   - Each method is one atomic step in the store: no other caller can see
+//     or act on a state between its reads and its writes.
+//   - Keys and TTLs arrive validated by the core; a backend that cannot
+//     represent a TTL (coarse expiry) returns an error wrapping [ErrInvalidTTL].
+//   - Fences grow strictly with every grant of a key, across processes and
+//     cleanup, within the limits the backend documents.
+//   - A backend never returns a token in a Record, and never deletes or
+//     extends a lease whose token does not match.
+//   - A lease whose expiry has passed is free: Acquire may take it over,
+//     Refresh and Release of it return [ErrNotHeld], and Inspect and List do
+//     not report it.
+//
+// Optional abilities are separate interfaces ([Lister], [StatsReporter],
+// [Cleaner], [Breaker], [Notifier]) that the core finds with a type
+// assertion, the way database/sql finds optional driver interfaces.
+type Backend interface {
+	// Acquire grants req.Key to req.Token if it is free (never held, released
+	// or expired). On a grant it returns the new record and granted=true. If a
+	// live lease holds the key it returns the holder's record and
+	// granted=false with a nil error: contention is not a failure.
+	Acquire(ctx context.Context, req AcquireRequest) (rec Record, granted bool, err error)
+
+	// Refresh extends the lease of key to ttl from now if token still holds
+	// it, returning the updated record, else an error wrapping ErrNotHeld.
+	// The fence does not change.
+	Refresh(ctx context.Context, key, token string, ttl time.Duration) (Record, error)
+
+	// Release frees key if token holds it, else returns an error wrapping
+	// ErrNotHeld. It compares and deletes in one step, never blindly.
+	Release(ctx context.Context, key, token string) error
+
+	// Inspect returns the live lease of key, with found=false if there is
+	// none.
+	Inspect(ctx context.Context, key string) (rec Record, found bool, err error)
+}
+
+// AcquireRequest is what the core asks a backend to store on a grant.
+type AcquireRequest struct {
+	Key    string
+	Token  string // secret, 32 hex digits; proves ownership
+	LockID string // public id derived from Token, safe to show
+	TTL    time.Duration
+	Owner  Owner
+}
+
+// Lister is a Backend that can enumerate live leases.
+type Lister interface {
+	// List returns the live leases whose keys start with prefix ("" for
+	// all), sorted by key.
+	List(ctx context.Context, prefix string) ([]Record, error)
+}
+
+// StatsReporter is a Backend that can count its records. Held is left to
+// the core.
+type StatsReporter interface {
+	Stats(ctx context.Context) (Stats, error)
+}
+
+// Cleaner is a Backend that can remove records of expired leases. It must
+// never remove a live lease, even when a holder re-acquires while it runs,
+// and must keep fences growing after the removal.
+type Cleaner interface {
+	// Cleanup removes expired records and returns how many it removed.
+	Cleanup(ctx context.Context) (int, error)
+}
+
+// Breaker is a Backend that lets an administrator free a key whatever its
+// token. The former holder's Refresh and Release then fail with ErrNotHeld.
+type Breaker interface {
+	// Break frees key and returns the lease it broke, with found=false if the
+	// key was free.
+	Break(ctx context.Context, key string) (rec Record, found bool, err error)
+}
+
+// Notifier is a Backend that can tell waiters when a key may have become
+// free, so that they are woken instead of polling.
+type Notifier interface {
+	// Subscribe starts watching key. The returned channel receives a value
+	// (it is buffered; sends never block) after any release, break or
+	// cleanup of key that happens after Subscribe returns. Spurious wake-ups
+	// are allowed. Expiry need not be signalled: the core also wakes at the
+	// holder's expiry. cancel stops watching and must be called.
+	Subscribe(ctx context.Context, key string) (changed <-chan struct{}, cancel func(), err error)
+}

@@ -1,0 +1,288 @@
+package dlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+// Client takes locks on one backend. It is safe for concurrent use and keeps
+// track of the locks it holds, for [Client.ReleaseAll] and [Client.Stats].
+type Client struct {
+	backend  Backend
+	defaults options
+
+	mu   sync.Mutex
+	held map[*Lock]struct{}
+}
+
+// New returns a client over b. opts set defaults for every call; see
+// [Option]. An invalid option is reported by each call that uses it.
+func New(b Backend, opts ...Option) *Client {
+	d := defaultOptions()
+	d.owner.Host, _ = os.Hostname()
+	d.owner.PID = os.Getpid()
+	for _, opt := range opts {
+		opt(&d)
+	}
+	return &Client{backend: b, defaults: d, held: make(map[*Lock]struct{})}
+}
+
+// Backend returns the backend the client was built on.
+func (c *Client) Backend() Backend { return c.backend }
+
+func (c *Client) options(opts []Option) (options, error) {
+	o := c.defaults
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o, o.err
+}
+
+// TryAcquire makes one attempt to take key. It returns the held lock, or an
+// error matching [ErrNotAcquired] (a [*NotAcquiredError] naming the holder)
+// if the key is held, [ErrInvalidKey], [ErrInvalidTTL], [ErrInvalidOption],
+// or a backend error such as [ErrUnavailable].
+func (c *Client) TryAcquire(ctx context.Context, key string, opts ...Option) (*Lock, error) {
+	return c.Acquire(ctx, key, append(opts[:len(opts):len(opts)], WithMaxWait(0))...)
+}
+
+// Acquire takes key, waiting while it is held until it is granted, ctx is
+// done or the [WithMaxWait] bound passes. Waiting is woken by the store when
+// the backend is a [Notifier] and, in any case, at the holder's expiry;
+// otherwise it sleeps per the [RetryStrategy]. When waiting ends without a
+// grant the error is a [*NotAcquiredError] that matches both
+// [ErrNotAcquired] and the reason (ctx.Err(), context.DeadlineExceeded for
+// the max wait). Other errors are as for [Client.TryAcquire].
+func (c *Client) Acquire(ctx context.Context, key string, opts ...Option) (*Lock, error) {
+	o, err := c.options(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidateKey(key); err != nil {
+		return nil, err
+	}
+	if err := ValidateTTL(o.ttl); err != nil {
+		return nil, err
+	}
+	token := newToken()
+	req := AcquireRequest{Key: key, Token: token, LockID: LockID(token), TTL: o.ttl, Owner: o.owner}
+
+	waitCtx := ctx
+	if o.maxWait > 0 {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithTimeout(ctx, o.maxWait)
+		defer cancel()
+	}
+	var changed <-chan struct{}
+	if n, ok := c.backend.(Notifier); ok && o.maxWait != 0 {
+		// Subscribe before the first attempt so that a release between a
+		// failed attempt and the wait is not missed.
+		ch, cancel, err := n.Subscribe(waitCtx, key)
+		if err != nil {
+			return nil, c.acquireError(key, nil, err)
+		}
+		defer cancel()
+		changed = ch
+	}
+
+	for attempt := 1; ; attempt++ {
+		sent := time.Now()
+		rec, granted, err := c.backend.Acquire(waitCtx, req)
+		if err != nil {
+			// The request may have landed before the error (a timeout after
+			// sending): give back what we may hold, on a context of our own.
+			c.abandon(ctx, key, token)
+			return nil, c.acquireError(key, nil, err)
+		}
+		if granted {
+			return c.newLock(rec, token, sent, o), nil
+		}
+		if o.maxWait == 0 {
+			return nil, &NotAcquiredError{Key: key, Holder: &rec}
+		}
+		if err := c.sleep(waitCtx, o.retry, attempt, rec, changed); err != nil {
+			return nil, &NotAcquiredError{Key: key, Holder: &rec, Cause: err}
+		}
+	}
+}
+
+// acquireError keeps context errors recognisable as an ended wait.
+func (c *Client) acquireError(key string, holder *Record, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return &NotAcquiredError{Key: key, Holder: holder, Cause: err}
+	}
+	return fmt.Errorf("dlock: acquire %q: %w", key, err)
+}
+
+// sleep waits for the next attempt: a store notification, the holder's
+// expiry or the retry strategy's backoff, whichever comes first.
+func (c *Client) sleep(ctx context.Context, retry RetryStrategy, attempt int, holder Record, changed <-chan struct{}) error {
+	// A small margin past expiry, so that the store agrees it has passed.
+	untilExpiry := time.Until(holder.ExpiresAt) + time.Millisecond
+	if holder.ExpiresAt.IsZero() {
+		untilExpiry = time.Second // the store did not say; look again soon
+	}
+	d := untilExpiry
+	if changed == nil {
+		backoff := retry.NextBackoff(attempt)
+		if backoff <= 0 {
+			return errRetriesExhausted
+		}
+		d = min(d, backoff)
+	}
+	d = max(d, 0)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-changed:
+	case <-t.C:
+	}
+	return nil
+}
+
+var errRetriesExhausted = errors.New("retry strategy gave up")
+
+// abandon releases a token whose acquire outcome is unknown. It ignores the
+// caller's cancellation, since the caller is the one who gave up.
+func (c *Client) abandon(ctx context.Context, key, token string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	_ = c.backend.Release(ctx, key, token)
+}
+
+// Do takes key (waiting like [Client.Acquire]), runs fn and releases the
+// lock when fn returns or panics. The lock is refreshed while fn runs unless
+// WithAutoRefresh(false) is given. fn's context is cancelled, with the lost
+// error as its cause, the moment the lock can no longer be assumed held; fn
+// should stop touching the resource then. Do returns fn's error, joined with
+// an error matching [ErrLockLost] if the lock was lost while fn ran, or the
+// acquire error (fn did not run).
+func (c *Client) Do(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...Option) (err error) {
+	lock, err := c.Acquire(ctx, key, append([]Option{WithAutoRefresh(true)}, opts...)...)
+	if err != nil {
+		return err
+	}
+	fnCtx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(lock.Context(), func() { cancel(context.Cause(lock.Context())) })
+	defer func() {
+		stop()
+		cancel(nil)
+		lost := lock.Err()
+		relCtx, relCancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer relCancel()
+		relErr := lock.Release(relCtx)
+		switch {
+		case lost != nil:
+			err = errors.Join(err, lost)
+		case relErr != nil:
+			err = errors.Join(err, relErr)
+		}
+	}()
+	return fn(fnCtx)
+}
+
+// Inspect returns the live lease on key, with found=false when the key is
+// free. The record never contains the holder's token.
+func (c *Client) Inspect(ctx context.Context, key string) (rec Record, found bool, err error) {
+	if err := ValidateKey(key); err != nil {
+		return Record{}, false, err
+	}
+	return c.backend.Inspect(ctx, key)
+}
+
+// IsLocked reports whether key is held by a live lease. The answer may be
+// stale as soon as it returns: to act on a free key, acquire it.
+func (c *Client) IsLocked(ctx context.Context, key string) (bool, error) {
+	_, found, err := c.Inspect(ctx, key)
+	return found, err
+}
+
+// List returns the live leases whose keys start with prefix, or an error
+// matching [ErrUnsupported] if the backend cannot enumerate.
+func (c *Client) List(ctx context.Context, prefix string) ([]Record, error) {
+	l, ok := c.backend.(Lister)
+	if !ok {
+		return nil, fmt.Errorf("dlock: list: %w", ErrUnsupported)
+	}
+	return l.List(ctx, prefix)
+}
+
+// Stats counts the backend's records and the locks this client holds. On a
+// backend that cannot count, only Held is filled and the error matches
+// [ErrUnsupported].
+func (c *Client) Stats(ctx context.Context) (Stats, error) {
+	c.mu.Lock()
+	held := len(c.held)
+	c.mu.Unlock()
+	s, ok := c.backend.(StatsReporter)
+	if !ok {
+		return Stats{Held: held}, fmt.Errorf("dlock: stats: %w", ErrUnsupported)
+	}
+	st, err := s.Stats(ctx)
+	st.Held = held
+	return st, err
+}
+
+// Cleanup removes the records of expired leases and returns how many it
+// removed, or an error matching [ErrUnsupported].
+func (c *Client) Cleanup(ctx context.Context) (int, error) {
+	cl, ok := c.backend.(Cleaner)
+	if !ok {
+		return 0, fmt.Errorf("dlock: cleanup: %w", ErrUnsupported)
+	}
+	return cl.Cleanup(ctx)
+}
+
+// Break frees key whoever holds it (an administrator's tool) and returns the
+// lease it broke, with found=false if the key was free. The former holder's
+// Refresh and Release fail with [ErrNotHeld].
+func (c *Client) Break(ctx context.Context, key string) (rec Record, found bool, err error) {
+	if err := ValidateKey(key); err != nil {
+		return Record{}, false, err
+	}
+	b, ok := c.backend.(Breaker)
+	if !ok {
+		return Record{}, false, fmt.Errorf("dlock: break: %w", ErrUnsupported)
+	}
+	return b.Break(ctx, key)
+}
+
+// ReleaseAll releases every lock this client holds, for shutdown handlers.
+// It returns how many it released and the errors of those it could not
+// (joined; locks already lost count as not released).
+func (c *Client) ReleaseAll(ctx context.Context) (int, error) {
+	c.mu.Lock()
+	locks := make([]*Lock, 0, len(c.held))
+	for l := range c.held {
+		locks = append(locks, l)
+	}
+	c.mu.Unlock()
+	var errs []error
+	n := 0
+	for _, l := range locks {
+		if err := l.Release(ctx); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+func (c *Client) track(l *Lock) {
+	c.mu.Lock()
+	c.held[l] = struct{}{}
+	c.mu.Unlock()
+}
+
+func (c *Client) untrack(l *Lock) {
+	c.mu.Lock()
+	delete(c.held, l)
+	c.mu.Unlock()
+}

@@ -1,0 +1,282 @@
+package dlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Lock is a held lease on a key, returned by [Client.TryAcquire] and
+// [Client.Acquire]. Its methods are safe for concurrent use. Methods on a nil
+// *Lock return [ErrNotHeld], so `defer lock.Release(ctx)` is always safe.
+type Lock struct {
+	client *Client
+	key    string
+	token  string
+	lockID string
+	fence  uint64
+	opts   options
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	expiry *time.Timer // fires the lost signal at validUntil
+
+	// The watchdog runs on dogCtx; stopWatchdog cancels it and waits.
+	dogCancel context.CancelFunc
+	dogDone   chan struct{}
+
+	mu         sync.Mutex
+	rec        Record
+	validUntil time.Time // monotonic: sent + ttl - drift
+}
+
+// drift is the margin taken off each lease for clock rate differences
+// between caller and store and for scheduling delays: 1% of the TTL plus
+// 2ms, as in Redlock.
+func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
+
+func (c *Client) newLock(rec Record, token string, sent time.Time, o options) *Lock {
+	l := &Lock{client: c, key: rec.Key, token: token, lockID: rec.LockID, fence: rec.Fence, opts: o, rec: rec}
+	l.ctx, l.cancel = context.WithCancelCause(context.Background())
+	l.mu.Lock() // the timer may fire before newLock returns
+	defer l.mu.Unlock()
+	l.validUntil = sent.Add(o.ttl - drift(o.ttl))
+	l.expiry = time.AfterFunc(time.Until(l.validUntil), l.checkValidity)
+	c.track(l)
+	if o.autoRefresh {
+		var dogCtx context.Context
+		dogCtx, l.dogCancel = context.WithCancel(l.ctx)
+		l.dogDone = make(chan struct{})
+		go l.watchdog(dogCtx)
+	}
+	return l
+}
+
+// Key returns the locked key.
+func (l *Lock) Key() string {
+	if l == nil {
+		return ""
+	}
+	return l.key
+}
+
+// Token returns the secret that proves ownership. Anyone with it can refresh
+// or release the lock: do not log it.
+func (l *Lock) Token() string {
+	if l == nil {
+		return ""
+	}
+	return l.token
+}
+
+// LockID returns the public id of this grant, safe to show.
+func (l *Lock) LockID() string {
+	if l == nil {
+		return ""
+	}
+	return l.lockID
+}
+
+// Fence returns the grant's fencing number: greater than the fence of every
+// earlier grant of the key, within the backend's documented limits. Pass it
+// to the resource, which should reject writes with a lower fence than it has
+// seen.
+func (l *Lock) Fence() uint64 {
+	if l == nil {
+		return 0
+	}
+	return l.fence
+}
+
+// Record returns the lease as the store last reported it.
+func (l *Lock) Record() Record {
+	if l == nil {
+		return Record{}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rec
+}
+
+// ValidUntil returns the monotonic instant until which the lock may be
+// assumed held: the send time of the last successful acquire or refresh plus
+// the TTL minus drift. Compare it with time.Now(), not with wall clocks.
+func (l *Lock) ValidUntil() time.Time {
+	if l == nil {
+		return time.Time{}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.validUntil
+}
+
+// Remaining returns how much validity is left; 0 once the lock is released
+// or lost.
+func (l *Lock) Remaining() time.Duration {
+	if l == nil || l.ctx.Err() != nil {
+		return 0
+	}
+	return max(time.Until(l.ValidUntil()), 0)
+}
+
+// Done returns a channel that is closed when the lock can no longer be
+// assumed held: released, validity passed, a refresh found it gone, or the
+// maximum hold time was reached. [Lock.Err] says which.
+func (l *Lock) Done() <-chan struct{} {
+	if l == nil {
+		return closedChan
+	}
+	return l.ctx.Done()
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Context returns a context that is cancelled when Done closes, with
+// [Lock.Err] as its cause. Pass it to work that must stop when the lock goes.
+func (l *Lock) Context() context.Context {
+	if l == nil {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(ErrNotHeld)
+		return ctx
+	}
+	return l.ctx
+}
+
+// Err returns nil while the lock is held, [ErrReleased] after Release, and an
+// error matching [ErrLockLost] (and [ErrMaxHold] when that was the reason)
+// once it was lost.
+func (l *Lock) Err() error {
+	if l == nil {
+		return ErrNotHeld
+	}
+	if l.ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(l.ctx)
+}
+
+// lost fires the lost signal (once; later calls do nothing).
+func (l *Lock) lost(cause error) {
+	l.cancel(cause)
+	l.expiry.Stop()
+	l.client.untrack(l)
+}
+
+// checkValidity runs when the validity timer fires. A refresh may have moved
+// validUntil meanwhile; then the timer is re-armed instead.
+func (l *Lock) checkValidity() {
+	l.mu.Lock()
+	left := time.Until(l.validUntil)
+	if left > 0 {
+		l.expiry.Reset(left)
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	l.lost(fmt.Errorf("%w: validity of %v passed without a refresh", ErrLockLost, l.opts.ttl))
+}
+
+// Refresh extends the lease by the TTL it was acquired with, measured from
+// now. It returns an error matching [ErrNotHeld] if the lock was released,
+// lost, broken or had expired in the store (the lost signal fires then), or
+// a backend error such as [ErrUnavailable], after which the lock stays valid
+// until its validity passes.
+func (l *Lock) Refresh(ctx context.Context) error {
+	if l == nil {
+		return fmt.Errorf("dlock: refresh: %w", ErrNotHeld)
+	}
+	if err := l.Err(); err != nil {
+		return fmt.Errorf("dlock: refresh %q: %w: %w", l.key, ErrNotHeld, err)
+	}
+	sent := time.Now()
+	rec, err := l.client.backend.Refresh(ctx, l.key, l.token, l.opts.ttl)
+	if err != nil {
+		if errors.Is(err, ErrNotHeld) {
+			l.lost(fmt.Errorf("%w: refresh: %w", ErrLockLost, err))
+		}
+		return fmt.Errorf("dlock: refresh %q: %w", l.key, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ctx.Err() != nil {
+		// Validity passed while the request was in flight: the lost signal
+		// has fired and stays fired, even though the store extended it.
+		return fmt.Errorf("dlock: refresh %q: %w: %w", l.key, ErrNotHeld, context.Cause(l.ctx))
+	}
+	l.rec = rec
+	if v := sent.Add(l.opts.ttl - drift(l.opts.ttl)); v.After(l.validUntil) {
+		l.validUntil = v
+	}
+	return nil
+}
+
+// Release frees the lock in the store, stops the watchdog and fires Done
+// with [ErrReleased]. It returns an error matching [ErrNotHeld] if the lock
+// was already released, lost, broken or expired; a store error leaves the
+// lease to expire at its TTL.
+func (l *Lock) Release(ctx context.Context) error {
+	if l == nil {
+		return fmt.Errorf("dlock: release: %w", ErrNotHeld)
+	}
+	l.stopWatchdog()
+	prior := l.Err()
+	l.lost(ErrReleased) // no-op if already done
+	if errors.Is(prior, ErrReleased) {
+		return fmt.Errorf("dlock: release %q: %w: already released", l.key, ErrNotHeld)
+	}
+	// Even a lost lock is released in the store: validity may have passed
+	// on our clock while the lease still stands there.
+	if err := l.client.backend.Release(ctx, l.key, l.token); err != nil {
+		return fmt.Errorf("dlock: release %q: %w", l.key, err)
+	}
+	if prior != nil {
+		return fmt.Errorf("dlock: release %q: %w: %w", l.key, ErrNotHeld, prior)
+	}
+	return nil
+}
+
+func (l *Lock) stopWatchdog() {
+	if l.dogCancel == nil {
+		return
+	}
+	l.dogCancel()
+	<-l.dogDone
+}
+
+// watchdog refreshes the lock until it is released or lost, or the maximum
+// hold time passes. A failed refresh is retried sooner; if the store stays
+// unreachable the validity timer fires the lost signal.
+func (l *Lock) watchdog(ctx context.Context) {
+	defer close(l.dogDone)
+	every := l.opts.refreshEvery
+	if every <= 0 || every >= l.opts.ttl {
+		every = l.opts.ttl / 3
+	}
+	var maxHold <-chan time.Time
+	if l.opts.maxHold > 0 {
+		t := time.NewTimer(l.opts.maxHold)
+		defer t.Stop()
+		maxHold = t.C
+	}
+	tick := time.NewTimer(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-maxHold:
+			l.lost(ErrMaxHold)
+			return
+		case <-tick.C:
+		}
+		refreshCtx, cancel := context.WithDeadline(ctx, l.ValidUntil())
+		err := l.Refresh(refreshCtx)
+		cancel()
+		next := every
+		if err != nil {
+			next = max(every/4, time.Millisecond)
+		}
+		tick.Reset(next)
+	}
+}

@@ -1,0 +1,115 @@
+package dlock
+
+import (
+	"fmt"
+	"time"
+)
+
+// Option configures a [Client] (in [New], as the default for every call) or
+// one call (TryAcquire, Acquire, Do), overriding the client's defaults. An
+// invalid value makes the call fail with an error wrapping
+// [ErrInvalidOption] (or [ErrInvalidTTL]); it never panics.
+type Option func(*options)
+
+type options struct {
+	ttl          time.Duration
+	maxWait      time.Duration // <0: until ctx is done
+	retry        RetryStrategy
+	autoRefresh  bool
+	refreshEvery time.Duration // 0: ttl/3
+	maxHold      time.Duration // 0: no bound
+	owner        Owner
+	err          error
+}
+
+const (
+	// DefaultTTL is the lease length when no [WithTTL] is given.
+	DefaultTTL = 30 * time.Second
+	// cleanupTimeout bounds releases made on the caller's behalf after its
+	// own context was cancelled.
+	cleanupTimeout = 5 * time.Second
+)
+
+func defaultOptions() options {
+	return options{ttl: DefaultTTL, maxWait: -1, retry: DefaultRetry()}
+}
+
+func (o *options) fail(format string, args ...any) {
+	if o.err == nil {
+		o.err = fmt.Errorf(format, args...)
+	}
+}
+
+// WithTTL sets the lease length. Default [DefaultTTL] (30s). A value outside
+// [MinTTL, MaxTTL] makes the call fail with [ErrInvalidTTL].
+func WithTTL(ttl time.Duration) Option {
+	return func(o *options) {
+		if err := ValidateTTL(ttl); err != nil {
+			o.fail("%w", err)
+		}
+		o.ttl = ttl
+	}
+}
+
+// WithMaxWait bounds how long Acquire and Do wait for a held key. Default:
+// until the context is done. 0 means one attempt, no waiting. A negative
+// value fails with [ErrInvalidOption].
+func WithMaxWait(d time.Duration) Option {
+	return func(o *options) {
+		if d < 0 {
+			o.fail("%w: negative max wait %v", ErrInvalidOption, d)
+		}
+		o.maxWait = d
+	}
+}
+
+// WithRetry sets how waiting Acquires sleep between attempts on backends that
+// cannot notify waiters. Default [DefaultRetry]. nil fails with
+// [ErrInvalidOption].
+func WithRetry(s RetryStrategy) Option {
+	return func(o *options) {
+		if s == nil {
+			o.fail("%w: nil retry strategy", ErrInvalidOption)
+		}
+		o.retry = s
+	}
+}
+
+// WithAutoRefresh turns the watchdog on or off: while on, the lock is
+// refreshed every refresh interval until it is released, lost or the
+// maximum hold time passes. Default off, except in [Client.Do].
+func WithAutoRefresh(on bool) Option { return func(o *options) { o.autoRefresh = on } }
+
+// WithRefreshInterval sets how often the watchdog refreshes. Default a third
+// of the TTL. A value that is not positive fails with [ErrInvalidOption]; a
+// value not below the TTL is lowered to a third of it.
+func WithRefreshInterval(d time.Duration) Option {
+	return func(o *options) {
+		if d <= 0 {
+			o.fail("%w: refresh interval %v is not positive", ErrInvalidOption, d)
+		}
+		o.refreshEvery = d
+	}
+}
+
+// WithMaxHold bounds how long the watchdog keeps a lock: when d has passed
+// since the grant it stops refreshing and the lock's Done fires with
+// [ErrMaxHold], so a hung holder cannot keep a key forever. Default 0, no
+// bound. A negative value fails with [ErrInvalidOption].
+func WithMaxHold(d time.Duration) Option {
+	return func(o *options) {
+		if d < 0 {
+			o.fail("%w: negative max hold %v", ErrInvalidOption, d)
+		}
+		o.maxHold = d
+	}
+}
+
+// WithLabel sets a free-form description of the holder, shown by inspection
+// (for example a job name). Default empty.
+func WithLabel(label string) Option { return func(o *options) { o.owner.Label = label } }
+
+// WithOwner replaces the whole owner record. Default: this host's name and
+// this process's pid. Set PID to 0 when the lock must outlive this process
+// (the file backend otherwise frees a dead holder's lock at once).
+func WithOwner(owner Owner) Option { return func(o *options) { o.owner = owner } }
