@@ -89,6 +89,7 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...Option) (*Lock
 		changed = ch
 	}
 
+	var lastHolder *Record // reported if waiting ends in a store call
 	for attempt := 1; ; attempt++ {
 		sent := time.Now()
 		rec, granted, err := c.backend.Acquire(waitCtx, req)
@@ -96,7 +97,7 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...Option) (*Lock
 			// The request may have landed before the error (a timeout after
 			// sending): give back what we may hold, on a context of our own.
 			c.abandon(ctx, key, token)
-			return nil, c.acquireError(key, nil, err)
+			return nil, c.acquireError(key, lastHolder, err)
 		}
 		if granted {
 			return c.newLock(rec, token, sent, o), nil
@@ -107,6 +108,7 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...Option) (*Lock
 		if err := c.sleep(waitCtx, o.retry, attempt, rec, changed); err != nil {
 			return nil, &NotAcquiredError{Key: key, Holder: &rec, Cause: err}
 		}
+		lastHolder = &rec
 	}
 }
 
@@ -130,7 +132,7 @@ func (c *Client) sleep(ctx context.Context, retry RetryStrategy, attempt int, ho
 	if changed == nil {
 		backoff := retry.NextBackoff(attempt)
 		if backoff <= 0 {
-			return errRetriesExhausted
+			return ErrRetriesExhausted
 		}
 		d = min(d, backoff)
 	}
@@ -145,8 +147,6 @@ func (c *Client) sleep(ctx context.Context, retry RetryStrategy, attempt int, ho
 	}
 	return nil
 }
-
-var errRetriesExhausted = errors.New("retry strategy gave up")
 
 // abandon releases a token whose acquire outcome is unknown. It ignores the
 // caller's cancellation, since the caller is the one who gave up.

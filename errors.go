@@ -26,6 +26,10 @@ var (
 	// the maximum hold time set with [WithMaxHold] was reached.
 	ErrMaxHold = fmt.Errorf("%w: maximum hold time reached", ErrLockLost)
 
+	// ErrRetriesExhausted is the Cause of a [NotAcquiredError] when the
+	// [RetryStrategy] stopped a wait (returned 0).
+	ErrRetriesExhausted = errors.New("dlock: retry strategy gave up")
+
 	// ErrReleased is the cause of a lock's Done signal after [Lock.Release].
 	ErrReleased = errors.New("dlock: lock released")
 

@@ -27,7 +27,7 @@ func LinearBackoff(d time.Duration) RetryStrategy {
 	return RetryFunc(func(int) time.Duration { return d })
 }
 
-// ExponentialBackoff doubles the sleep from lo up to hi, with "full jitter":
+// ExponentialBackoff doubles the sleep from lo up to hi, with "equal jitter":
 // each sleep is drawn uniformly from [cap/2, cap], so waiters that failed
 // together do not retry together. lo below 1ms is raised to 1ms; hi below lo
 // is raised to lo.
@@ -35,6 +35,9 @@ func ExponentialBackoff(lo, hi time.Duration) RetryStrategy {
 	lo = max(lo, time.Millisecond)
 	hi = max(hi, lo)
 	return RetryFunc(func(attempt int) time.Duration {
+		// Attempts count from 1; a caller's 0 or negative must not become
+		// a negative shift, which panics.
+		attempt = max(attempt, 1)
 		d := hi
 		if attempt < 62 && lo<<(attempt-1) < hi && lo<<(attempt-1) > 0 {
 			d = lo << (attempt - 1)

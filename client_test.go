@@ -1,0 +1,253 @@
+package dlock_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/dlocktest"
+	"github.com/dlock-dev/dlock/memlock"
+)
+
+// An acquire whose outcome is unknown (the reply was lost after the store
+// granted) gives the token back, so the key is not held for a whole TTL by
+// nobody.
+func TestAcquireErrorAbandons(t *testing.T) {
+	ctx := t.Context()
+	c, f, mem := newFaulty(t)
+	key := uniqueKey(t)
+	f.Inject(dlocktest.OpAcquire, dlocktest.Fault{After: true, Times: 1})
+	l, err := c.TryAcquire(ctx, key, dlock.WithTTL(time.Hour))
+	if !errors.Is(err, dlock.ErrUnavailable) || errors.Is(err, dlock.ErrNotAcquired) || l != nil {
+		t.Fatalf("TryAcquire with a lost reply = %v, %v; want ErrUnavailable only", l, err)
+	}
+	if !strings.HasPrefix(err.Error(), "dlock: ") || !strings.Contains(err.Error(), key) {
+		t.Errorf("error %q should name the package and the key", err)
+	}
+	if n := f.Calls(dlocktest.OpRelease); n != 1 {
+		t.Errorf("backend Release called %d times, want 1 (abandon)", n)
+	}
+	if _, found, _ := mem.Inspect(ctx, key); found {
+		t.Error("the granted lease was not given back")
+	}
+	if st, _ := c.Stats(ctx); st.Held != 0 {
+		t.Errorf("Held = %d after a failed acquire", st.Held)
+	}
+}
+
+// The caller gave up (deadline) while its request was in flight: the error
+// says so, and the abandon runs on a context of its own, since the caller's
+// is already done.
+func TestAcquireCancelledInFlight(t *testing.T) {
+	c, f, mem := newFaulty(t)
+	key := uniqueKey(t)
+	f.Inject(dlocktest.OpAcquire, dlocktest.Fault{After: true, Delay: time.Hour, Times: 1})
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	_, err := c.Acquire(ctx, key, dlock.WithTTL(time.Hour))
+	if !errors.Is(err, dlock.ErrNotAcquired) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Acquire cut short = %v, want ErrNotAcquired and DeadlineExceeded", err)
+	}
+	if _, found, _ := mem.Inspect(t.Context(), key); found {
+		t.Error("the lease granted before the deadline was not given back")
+	}
+}
+
+func TestRetryWithoutNotifier(t *testing.T) {
+	ctx := t.Context()
+	c, f, _ := newFaulty(t)
+	key := uniqueKey(t)
+	holder := mustTry(t, c, key, dlock.WithTTL(time.Hour))
+
+	tests := []struct {
+		name  string
+		retry dlock.RetryStrategy
+		calls int
+	}{
+		{"NoRetry", dlock.NoRetry(), 1},
+		{"LimitRetry 3", dlock.LimitRetry(dlock.LinearBackoff(time.Millisecond), 3), 4},
+	}
+	for _, tt := range tests {
+		before := f.Calls(dlocktest.OpAcquire)
+		_, err := c.Acquire(ctx, key, dlock.WithRetry(tt.retry))
+		if !errors.Is(err, dlock.ErrNotAcquired) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			t.Errorf("%s: %v, want ErrNotAcquired without a context error", tt.name, err)
+		}
+		var nae *dlock.NotAcquiredError
+		if errors.As(err, &nae) && (nae.Holder == nil || nae.Holder.LockID != holder.LockID()) {
+			t.Errorf("%s: holder %+v, want lock %s", tt.name, nae.Holder, holder.LockID())
+		}
+		if n := f.Calls(dlocktest.OpAcquire) - before; n != tt.calls {
+			t.Errorf("%s: %d attempts, want %d", tt.name, n, tt.calls)
+		}
+	}
+}
+
+// Without notifications, a waiter's sleep is cut short at the holder's
+// expiry, however long the retry strategy asks for.
+func TestWaitUntilHolderExpiry(t *testing.T) {
+	c, _, _ := newFaulty(t)
+	key := uniqueKey(t)
+	mustTry(t, c, key, dlock.WithTTL(100*time.Millisecond))
+	l, err := c.Acquire(t.Context(), key, dlock.WithRetry(dlock.LinearBackoff(time.Hour)), dlock.WithMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatalf("Acquire after the holder's expiry: %v", err)
+	}
+	_ = l.Release(t.Context())
+}
+
+func TestUnsupportedCapabilities(t *testing.T) {
+	ctx := t.Context()
+	c, _, _ := newFaulty(t) // Faulty hides memlock's optional interfaces
+	key := uniqueKey(t)
+	mustTry(t, c, key)
+	mustTry(t, c, key+"-2")
+	st, err := c.Stats(ctx)
+	if !errors.Is(err, dlock.ErrUnsupported) || !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("Stats = %v, want ErrUnsupported", err)
+	}
+	if st.Held != 2 {
+		t.Errorf("Stats.Held = %d without a StatsReporter, want 2", st.Held)
+	}
+	if _, err := c.List(ctx, ""); !errors.Is(err, dlock.ErrUnsupported) {
+		t.Errorf("List = %v, want ErrUnsupported", err)
+	}
+	if _, err := c.Cleanup(ctx); !errors.Is(err, dlock.ErrUnsupported) {
+		t.Errorf("Cleanup = %v, want ErrUnsupported", err)
+	}
+	if _, _, err := c.Break(ctx, key); !errors.Is(err, dlock.ErrUnsupported) {
+		t.Errorf("Break = %v, want ErrUnsupported", err)
+	}
+	if _, _, err := c.Break(ctx, ""); !errors.Is(err, dlock.ErrInvalidKey) {
+		t.Errorf("Break of an empty key = %v, want ErrInvalidKey", err)
+	}
+}
+
+func TestReleaseAll(t *testing.T) {
+	ctx := t.Context()
+	c, f, mem := newFaulty(t)
+	other := dlock.New(f)
+	var keys []string
+	for range 3 {
+		keys = append(keys, mustTry(t, c, uniqueKey(t)).Key())
+	}
+	theirs := mustTry(t, other, uniqueKey(t))
+	lost := mustTry(t, c, uniqueKey(t), dlock.WithTTL(dlock.MinTTL))
+	waitDone(t, lost) // lost locks are not c's to release any more
+
+	f.Inject(dlocktest.OpRelease, dlocktest.Fault{Times: 1})
+	n, err := c.ReleaseAll(ctx)
+	if n != 2 || !errors.Is(err, dlock.ErrUnavailable) {
+		t.Errorf("ReleaseAll with one release failing = %d, %v; want 2 and ErrUnavailable", n, err)
+	}
+	free := 0
+	for _, k := range keys {
+		if _, found, _ := mem.Inspect(ctx, k); !found {
+			free++
+		}
+	}
+	if free != 2 {
+		t.Errorf("%d of 3 keys freed, want 2", free)
+	}
+	if _, found, _ := mem.Inspect(ctx, theirs.Key()); !found {
+		t.Error("ReleaseAll released another client's lock")
+	}
+	if n, err := c.ReleaseAll(ctx); n != 0 || err != nil {
+		t.Errorf("second ReleaseAll = %d, %v; want 0, nil", n, err)
+	}
+}
+
+func TestDoKeepsLockPastTTL(t *testing.T) {
+	c := dlock.New(memlock.New())
+	key := uniqueKey(t)
+	const ttl = 150 * time.Millisecond
+	err := c.Do(t.Context(), key, func(ctx context.Context) error {
+		first, _, err := c.Inspect(ctx, key)
+		if err != nil {
+			return err
+		}
+		// Waiting out several TTLs is the point of this test.
+		time.Sleep(3 * ttl)
+		rec, found, err := c.Inspect(ctx, key)
+		switch {
+		case err != nil:
+			return err
+		case !found || rec.LockID != first.LockID:
+			t.Errorf("after 3 TTLs inside Do, the key is held by %+v (found %v), want lock %s", rec, found, first.LockID)
+		case ctx.Err() != nil:
+			t.Errorf("fn's context done: %v", context.Cause(ctx))
+		}
+		return nil
+	}, dlock.WithTTL(ttl))
+	if err != nil {
+		t.Fatalf("Do = %v", err)
+	}
+}
+
+func TestDoWithoutRefreshLosesLock(t *testing.T) {
+	c := dlock.New(memlock.New())
+	errFn := errors.New("fn gave up")
+	err := c.Do(t.Context(), uniqueKey(t), func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			if !errors.Is(context.Cause(ctx), dlock.ErrLockLost) {
+				t.Errorf("fn's context cause = %v, want ErrLockLost", context.Cause(ctx))
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("fn's context was not cancelled at the lock's validity")
+		}
+		return errFn
+	}, dlock.WithTTL(50*time.Millisecond), dlock.WithAutoRefresh(false))
+	if !errors.Is(err, errFn) || !errors.Is(err, dlock.ErrLockLost) {
+		t.Errorf("Do = %v, want fn's error joined with ErrLockLost", err)
+	}
+}
+
+func TestDoCallerCancel(t *testing.T) {
+	c := dlock.New(memlock.New())
+	key := uniqueKey(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	err := c.Do(ctx, key, func(fnCtx context.Context) error {
+		cancel()
+		<-fnCtx.Done() // fn's context derives from the caller's
+		return fnCtx.Err()
+	})
+	if !errors.Is(err, context.Canceled) || errors.Is(err, dlock.ErrLockLost) {
+		t.Errorf("Do = %v, want context.Canceled only", err)
+	}
+	// The release ran although the caller's context was cancelled.
+	if ok, _ := c.IsLocked(t.Context(), key); ok {
+		t.Error("key still held after Do returned")
+	}
+}
+
+func TestDoReleaseError(t *testing.T) {
+	c, f, _ := newFaulty(t)
+	f.Inject(dlocktest.OpRelease, dlocktest.Fault{})
+	err := c.Do(t.Context(), uniqueKey(t), func(context.Context) error { return nil })
+	if !errors.Is(err, dlock.ErrUnavailable) {
+		t.Errorf("Do with a failing release = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestDoPanicReleases(t *testing.T) {
+	c, f, mem := newFaulty(t)
+	key := uniqueKey(t)
+	func() {
+		defer func() {
+			if r := recover(); r != "boom" {
+				t.Errorf("recovered %v, want boom", r)
+			}
+		}()
+		_ = c.Do(t.Context(), key, func(context.Context) error { panic("boom") })
+	}()
+	if _, found, _ := mem.Inspect(t.Context(), key); found {
+		t.Error("key held after fn panicked")
+	}
+	if n := f.Calls(dlocktest.OpRelease); n != 1 {
+		t.Errorf("Release called %d times, want 1", n)
+	}
+}

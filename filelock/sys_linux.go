@@ -1,0 +1,87 @@
+package filelock
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// On Linux, expiry is decided on CLOCK_BOOTTIME: it is system-wide (the same
+// for every process on the host), monotonic (settimeofday, NTP steps and
+// daylight saving do not move it) and keeps counting during suspend, so a
+// lease also expires while the machine sleeps. Its values mean nothing after
+// a reboot; records therefore carry the boot id, and a record from another
+// boot is expired.
+
+// bootID returns this boot's id, or "" if it cannot be read (then expiry
+// falls back to the wall clock).
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// bootNanos returns CLOCK_BOOTTIME in nanoseconds, 0 if unavailable.
+func bootNanos() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano()
+}
+
+// pidNamespace identifies the PID namespace pids of this process live in,
+// "" if unknown. A pid recorded in another namespace (another container on
+// the same kernel and host name) says nothing about /proc here.
+func pidNamespace() string {
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return ""
+	}
+	return ns
+}
+
+// errNoProcess reports that no process with the pid exists.
+var errNoProcess = errors.New("no such process")
+
+// procStart returns the start time of process pid in clock ticks since boot
+// (field 22 of /proc/PID/stat) and whether it is a zombie, one that has
+// exited and only waits to be reaped. errNoProcess means there is no such
+// process; other errors mean the answer is unknown.
+func procStart(pid int) (ticks uint64, zombie bool, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+		return 0, false, errNoProcess
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	// The command name (field 2) is in parentheses and may contain spaces
+	// and parentheses itself: the fields resume after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false, errors.New("unexpected /proc stat format")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, false, errors.New("unexpected /proc stat format")
+	}
+	ticks, err = strconv.ParseUint(f[19], 10, 64) // f[0] is field 3 (state)
+	if err != nil {
+		return 0, false, errors.New("unexpected /proc stat format")
+	}
+	return ticks, f[0] == "Z" || f[0] == "X", nil
+}
+
+// noatime is added to the flags of key-file opens. Every operation reads
+// the file after the previous one wrote it, so with relatime each read
+// would update the access time and dirty the inode: a measurable part of
+// an operation. O_NOATIME needs the caller to own the file (or
+// CAP_FOWNER); the open is retried without it on EPERM.
+const noatime = unix.O_NOATIME

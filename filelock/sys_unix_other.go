@@ -1,0 +1,19 @@
+//go:build unix && !linux
+
+package filelock
+
+import "errors"
+
+// Outside Linux there is no portable system-wide monotonic clock or process
+// start time: expiry uses the wall clock and a dead holder is only freed at
+// its TTL.
+
+func bootID() string       { return "" }
+func bootNanos() int64     { return 0 }
+func pidNamespace() string { return "" }
+
+var errNoProcess = errors.New("no such process")
+
+func procStart(int) (uint64, bool, error) { return 0, false, errors.ErrUnsupported }
+
+const noatime = 0
