@@ -7,10 +7,10 @@ GO ?= go
 test: deps check
 	$(GO) test -race -count=1 ./...
 
-# deps installs the servers integration tests need. The memory and file
-# backends need none; networked backends add their Debian packages here.
+# deps installs the servers integration tests start on loopback ports
+# (redis-server, memcached from Debian) when they are missing.
 deps:
-	@true
+	./scripts/install-test-deps
 
 check:
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \

@@ -37,7 +37,8 @@ type Backend struct {
 	selfStart uint64 // 0: unknown, and then no takeover at all
 	hints     parseHints
 
-	fds fdCache
+	fds   fdCache
+	watch watcher // wakes waiters (Linux)
 }
 
 var (

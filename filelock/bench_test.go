@@ -104,3 +104,24 @@ func BenchmarkRawFloor(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/2/b.Elapsed().Seconds(), "pairs/s")
 }
+
+// BenchmarkAcquireReleaseSync is BenchmarkAcquireRelease with WithSync:
+// the price of records that survive a power loss.
+func BenchmarkAcquireReleaseSync(b *testing.B) {
+	be, err := filelock.New(b.TempDir(), filelock.WithSync(true))
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := dlock.New(be, dlock.WithTTL(time.Minute))
+	ctx := b.Context()
+	for b.Loop() {
+		l, err := c.TryAcquire(ctx, "bench/sync")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Release(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+}

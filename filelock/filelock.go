@@ -43,6 +43,13 @@
 // never counts as proof, since pids are reused. Locks taken with Owner.PID 0
 // are not tied to a process and last until their TTL.
 //
+// # Waiting
+//
+// On Linux the Backend is a [dlock.Notifier]: waiters are woken by inotify
+// when the key's file is written or removed (a release, break or cleanup),
+// and every 100ms besides, since a holder that dies writes nothing.
+// Elsewhere the core polls with backoff.
+//
 // # Fences
 //
 // Fences are sound: each grant of a key gets a fence greater than every

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -495,6 +496,9 @@ func TestCleanupRaceNeverGivesTwoHolders(t *testing.T) {
 // to it is freed at once when it dies, never while it lives, and never
 // with takeover disabled or for a lease not tied to a process.
 func TestDeadHolderTakeover(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("dead-holder takeover needs Linux's /proc")
+	}
 	ctx := t.Context()
 	host, err := os.Hostname()
 	if err != nil {
@@ -661,5 +665,40 @@ func TestContextCancelled(t *testing.T) {
 	}
 	if _, err := b.Cleanup(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		t.Errorf("Cleanup = %v, want nil (nothing to do) or context.Canceled", err)
+	}
+}
+
+// TestSyncAndClose runs the state changes with WithSync, and checks that a
+// closed backend (its cached descriptors gone) keeps working.
+func TestSyncAndClose(t *testing.T) {
+	ctx := t.Context()
+	b, _ := newBackend(t, filelock.WithSync(true))
+	c := dlock.New(b)
+	key := uniqueKey(t)
+	l, err := c.TryAcquire(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("Release after Close = %v", err)
+	}
+	l2, err := c.TryAcquire(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l2.Fence() <= l.Fence() {
+		t.Errorf("fence %d after %d", l2.Fence(), l.Fence())
+	}
+	if err := l2.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Cleanup(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -366,6 +366,37 @@ func TestKilledHolderTakenOverAtOnce(t *testing.T) {
 	}
 }
 
+// TestWaiterTakesOverKilledHolder: a waiter blocked in Acquire gets the
+// lock soon after the holder is killed, although the holder's lease runs
+// for an hour and its death writes nothing to the file.
+func TestWaiterTakesOverKilledHolder(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	key := uniqueKey(t)
+	b, err := filelock.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startHelper(t, "hold", "DIR="+dir, "KEY="+key, "TTL=1h")
+	h.expect("acquired")
+	c := dlock.New(b, dlock.WithTTL(time.Minute))
+	type result struct {
+		l   *dlock.Lock
+		err error
+	}
+	got := make(chan result, 1)
+	waitCtx, cancel := context.WithTimeout(ctx, lineTimeout)
+	defer cancel()
+	go func() {
+		l, err := c.Acquire(waitCtx, key)
+		got <- result{l, err}
+	}()
+	h.kill()
+	if r := <-got; r.err != nil {
+		t.Fatalf("Acquire waiting on a killed holder = %v, want a grant", r.err)
+	}
+}
+
 // TestPausedHolderIsFenced: a holder stopped past its TTL loses the lock;
 // when it continues, refresh and release fail with ErrNotHeld and the
 // fenced resource refuses its write.

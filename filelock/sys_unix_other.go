@@ -17,3 +17,7 @@ var errNoProcess = errors.New("no such process")
 func procStart(int) (uint64, bool, error) { return 0, false, errors.ErrUnsupported }
 
 const noatime = 0
+
+// watcher is empty outside Linux: there the Backend is not a
+// dlock.Notifier, and the core polls.
+type watcher struct{}

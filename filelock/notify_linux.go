@@ -1,0 +1,168 @@
+package filelock
+
+import (
+	"context"
+	"os"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dlock-dev/dlock"
+)
+
+var _ dlock.Notifier = (*Backend)(nil)
+
+// deadHolderPoll is how often waiters are woken without an event. A holder
+// that dies writes nothing, so no event tells waiters its lease became
+// free to take over; and the core, given a Notifier, otherwise sleeps until
+// the holder's expiry.
+const deadHolderPoll = 100 * time.Millisecond
+
+// watcher wakes waiters of a Backend: one inotify instance on the
+// directory (instances are limited per user, so not one per waiter) and a
+// ticker, both running only while someone waits.
+type watcher struct {
+	mu   sync.Mutex
+	subs map[string]map[chan struct{}]struct{} // file name -> waiters
+	stop func()                                // stops the running instance
+	poll time.Duration                         // 0: deadHolderPoll; tests change it
+}
+
+// Subscribe implements [dlock.Notifier]. The channel receives a value after
+// any write to or removal of key's file (releases, breaks, cleanups, and
+// also grants and refreshes: spurious wake-ups are allowed) and every
+// 100ms, so that waiters also notice a holder that died. If inotify is not
+// available, only the 100ms wake-ups remain.
+func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	id := keyID(key)
+	name := id.name()
+	ch := make(chan struct{}, 1)
+	w := &b.watch
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.subs == nil {
+		w.subs = make(map[string]map[chan struct{}]struct{})
+	}
+	if len(w.subs) == 0 {
+		w.stop = w.start(b.dir)
+	}
+	if w.subs[name] == nil {
+		w.subs[name] = make(map[chan struct{}]struct{})
+	}
+	w.subs[name][ch] = struct{}{}
+	var once sync.Once
+	cancel := func() {
+		once.Do(func() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			delete(w.subs[name], ch)
+			if len(w.subs[name]) == 0 {
+				delete(w.subs, name)
+			}
+			if len(w.subs) == 0 {
+				w.stop()
+			}
+		})
+	}
+	return ch, cancel, nil
+}
+
+// start starts the inotify reader and the ticker and returns what stops
+// them. Called with w.mu held.
+func (w *watcher) start(dir string) (stop func()) {
+	done := make(chan struct{})
+	var f *os.File
+	if fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC); err == nil {
+		// IN_MODIFY: every write (a release rewrites the file); IN_DELETE
+		// and IN_MOVED_FROM: removal by cleanup or by hand.
+		if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_MODIFY|unix.IN_DELETE|unix.IN_MOVED_FROM); err == nil {
+			// Non-blocking, so os.File reads go through the poller and
+			// Close interrupts them.
+			f = os.NewFile(uintptr(fd), "inotify")
+			go w.read(f)
+		} else {
+			unix.Close(fd)
+		}
+	}
+	poll := w.poll
+	if poll == 0 {
+		poll = deadHolderPoll
+	}
+	go w.tick(done, poll)
+	return func() {
+		close(done)
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// read dispatches inotify events to the waiters of the named file until f
+// is closed. An overflowed queue wakes everyone.
+func (w *watcher) read(f *os.File) {
+	buf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
+	for {
+		n, err := f.Read(buf)
+		if err != nil {
+			return
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			nameBytes := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
+			off += unix.SizeofInotifyEvent + int(ev.Len)
+			if ev.Mask&unix.IN_Q_OVERFLOW != 0 {
+				w.wakeAll()
+				continue
+			}
+			// The name is NUL-padded.
+			end := 0
+			for end < len(nameBytes) && nameBytes[end] != 0 {
+				end++
+			}
+			w.wake(string(nameBytes[:end]))
+		}
+	}
+}
+
+func (w *watcher) tick(done <-chan struct{}, poll time.Duration) {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			w.wakeAll()
+		}
+	}
+}
+
+func (w *watcher) wake(name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for ch := range w.subs[name] {
+		notify(ch)
+	}
+}
+
+func (w *watcher) wakeAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, chans := range w.subs {
+		for ch := range chans {
+			notify(ch)
+		}
+	}
+}
+
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
