@@ -11,8 +11,8 @@
 //	go run ./examples/singleinstance -launch 100
 //
 // Each job prints when it starts and finishes with its run id and fence;
-// copies that find the lock held say so and exit 75. Exactly one of a batch
-// started together runs.
+// copies that find the lock held say so and exit 75. When all copies start
+// within the hold time, exactly one runs.
 package main
 
 import (
