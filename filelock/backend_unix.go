@@ -216,9 +216,12 @@ func (b *Backend) lockRecord(ctx context.Context, key string, create bool, how i
 // unreadable record, [dlock.ErrUnavailable] for file-system failures, or
 // ctx's error.
 func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
-	f, cur, empty, err := b.lockRecord(ctx, req.Key, true, unix.LOCK_EX)
+	f, cur, empty, holder, err := b.lockForAcquire(ctx, req.Key)
 	if err != nil {
 		return dlock.Record{}, false, b.opError("acquire", req.Key, err)
+	}
+	if holder != nil {
+		return b.public(holder, b.now()), false, nil
 	}
 	defer b.unlockFile(&f)
 	now := b.now()
@@ -262,6 +265,32 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		return dlock.Record{}, false, b.opError("acquire", req.Key, err)
 	}
 	return b.public(&rec, now), true, nil
+}
+
+// lockForAcquire takes key's file exclusively for an acquire. While another
+// process holds the file's lock (under contention, usually a waiter like
+// us), it looks at the record without the lock instead of queueing: if a
+// live lease is there, the answer is "held" (holder != nil) and nothing is
+// written. Without this, a crowd of waiters convoys on the file's lock,
+// each one preempted while holding it, and starves the refresh and release
+// of the very holder they wait for. Only a lease that looks free, or a
+// record being written at that instant, makes a waiter queue.
+func (b *Backend) lockForAcquire(ctx context.Context, key string) (f lockedFile, cur fileRecord, empty bool, holder *fileRecord, err error) {
+	delay := 20 * time.Microsecond
+	for {
+		f, cur, empty, err = b.lockRecord(ctx, key, true, unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return f, cur, empty, nil, err
+		}
+		if rec, ok := b.peek(keyID(key), key); ok && b.live(&rec, b.now()) {
+			return f, cur, false, &rec, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return f, cur, false, nil, err
+		}
+		time.Sleep(delay)
+		delay = min(2*delay, time.Millisecond)
+	}
 }
 
 // Refresh implements [dlock.Backend]. It returns an error wrapping

@@ -97,7 +97,11 @@ func (b *Backend) lockFile(ctx context.Context, id fileID, create bool, how int)
 			}
 		}
 		if err := flock(ctx, f.fd, how); err != nil {
-			unix.Close(f.fd)
+			if err == unix.EWOULDBLOCK {
+				b.fds.put(id, f.fd) // a LOCK_NB try; the fd is fine
+			} else {
+				unix.Close(f.fd)
+			}
 			return f, pathError("flock", f.path(), err)
 		}
 		var st unix.Stat_t
@@ -146,6 +150,7 @@ func openRetry(path string, flags int) (int, error) {
 // flock takes a flock on fd without blocking the thread, so that ctx can
 // end the wait: LOCK_NB attempts with sleeps growing from 20µs to 1ms.
 // Every holder keeps a file's lock for microseconds, so waits are short.
+// With LOCK_NB in how it makes one attempt and may return EWOULDBLOCK.
 func flock(ctx context.Context, fd, how int) error {
 	delay := 20 * time.Microsecond
 	for {
@@ -156,6 +161,9 @@ func flock(ctx context.Context, fd, how int) error {
 		case unix.EINTR:
 			continue
 		case unix.EWOULDBLOCK:
+			if how&unix.LOCK_NB != 0 {
+				return err
+			}
 		default:
 			return err
 		}
@@ -204,6 +212,38 @@ func (f *lockedFile) read(hints *parseHints) (rec fileRecord, empty bool, err er
 		return fileRecord{}, false, fmt.Errorf("%w: %s holds key %q, which belongs in another file", dlock.ErrCorrupt, f.path(), rec.Key)
 	}
 	return rec, false, nil
+}
+
+// peek reads key's record without taking the file's lock, for a quick
+// look while another process holds it. A concurrent write may tear what a
+// lockless read sees, so the file is read twice and the look counts only
+// if both reads agree and parse; ok is false otherwise. The result is a
+// hint, never a basis for writing.
+func (b *Backend) peek(id fileID, key string) (rec fileRecord, ok bool) {
+	path := b.dir + "/" + id.name()
+	fd, err := openRetry(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|noatime)
+	if err == unix.EPERM && noatime != 0 {
+		fd, err = openRetry(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW)
+	}
+	if err != nil {
+		return rec, false
+	}
+	defer unix.Close(fd)
+	var first, second [2048]byte
+	n1, err1 := unix.Pread(fd, first[:], 0)
+	n2, err2 := unix.Pread(fd, second[:], 0)
+	if err1 != nil || err2 != nil || n1 != n2 || n1 == 0 || string(first[:n1]) != string(second[:n2]) {
+		return rec, false
+	}
+	line := first[:n1]
+	i := slices.Index(line, '\n')
+	if i < 0 {
+		return rec, false // longer than the buffer, or torn
+	}
+	hints := b.hints
+	hints.key = key
+	rec, err = parseRecord(line[:i], &hints)
+	return rec, err == nil && rec.Key == key
 }
 
 // maxPad is the most padding write adds; records are a few KiB at most.

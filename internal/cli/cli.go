@@ -103,6 +103,9 @@ See 'dlock help COMMAND' for each command.`,
 		newCleanupCmd(e),
 		newBreakCmd(e),
 		newVersionCmd(e),
+		newBenchCmd(e),
+		newStressCmd(e),
+		newStressWorkerCmd(e),
 	)
 	return root
 }

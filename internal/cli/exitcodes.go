@@ -26,7 +26,7 @@ var exitCodeTable = []struct {
 	meaning string
 }{
 	{"0", "success (status: the key is locked)"},
-	{"1", "the lock is not held: wrong or expired token (refresh, release), free key (status, break)"},
+	{"1", "the lock is not held: wrong or expired token (refresh, release), free key (status, break); stress: the verdict is not clean"},
 	{"64", "usage error: bad flag, argument, duration, key or backend URL; operation not supported by the backend"},
 	{"69", "store unavailable: backend cannot be opened or reached"},
 	{"70", "internal error, e.g. a corrupt lock record"},
