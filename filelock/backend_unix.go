@@ -340,6 +340,7 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 	if err := f.write(&free, b.opts.sync); err != nil {
 		return b.opError("release", key, err)
 	}
+	wakeWaiters(f.fd)
 	return nil
 }
 
@@ -362,6 +363,7 @@ func (b *Backend) Break(ctx context.Context, key string) (dlock.Record, bool, er
 	if err := f.write(&free, b.opts.sync); err != nil {
 		return dlock.Record{}, false, b.opError("break", key, err)
 	}
+	wakeWaiters(f.fd)
 	return b.public(&cur, now), true, nil
 }
 

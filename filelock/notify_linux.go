@@ -31,10 +31,11 @@ type watcher struct {
 }
 
 // Subscribe implements [dlock.Notifier]. The channel receives a value after
-// any write to or removal of key's file (releases, breaks, cleanups, and
-// also grants and refreshes: spurious wake-ups are allowed) and every
-// 100ms, so that waiters also notice a holder that died. If inotify is not
-// available, only the 100ms wake-ups remain.
+// a release or break of key (which touch the file's times: IN_ATTRIB) or
+// its removal by cleanup, and every 100ms, so that waiters also notice a
+// holder that died. Grants and refreshes, which only write, wake nobody: with
+// a crowd of waiters each wake-up costs every one of them a look at the
+// file. If inotify is not available, only the 100ms wake-ups remain.
 func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
@@ -78,9 +79,9 @@ func (w *watcher) start(dir string) (stop func()) {
 	done := make(chan struct{})
 	var f *os.File
 	if fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC); err == nil {
-		// IN_MODIFY: every write (a release rewrites the file); IN_DELETE
-		// and IN_MOVED_FROM: removal by cleanup or by hand.
-		if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_MODIFY|unix.IN_DELETE|unix.IN_MOVED_FROM); err == nil {
+		// IN_ATTRIB: a release or break (wakeWaiters); IN_DELETE and
+		// IN_MOVED_FROM: removal by cleanup or by hand.
+		if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_ATTRIB|unix.IN_DELETE|unix.IN_MOVED_FROM); err == nil {
 			// Non-blocking, so os.File reads go through the poller and
 			// Close interrupts them.
 			f = os.NewFile(uintptr(fd), "inotify")

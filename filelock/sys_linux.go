@@ -27,6 +27,16 @@ func bootID() string {
 	return strings.TrimSpace(string(b))
 }
 
+// wakeWaiters sets the file's times to now, which inotify reports as
+// IN_ATTRIB: the event waiters listen for (see notify_linux.go). Grants
+// and refreshes only write, so they wake nobody. It is utimensat(fd, NULL,
+// NULL, 0), futimens(3) in C; x/sys has no wrapper that takes a NULL path.
+// Best effort: a lost wake-up costs a waiter latency (it still wakes at the
+// holder's expiry and on the poll), never safety.
+func wakeWaiters(fd int) {
+	_, _, _ = unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, 0, 0, 0, 0)
+}
+
 // bootNanos returns CLOCK_BOOTTIME in nanoseconds, 0 if unavailable.
 func bootNanos() int64 {
 	var ts unix.Timespec

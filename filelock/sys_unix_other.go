@@ -18,6 +18,9 @@ func procStart(int) (uint64, bool, error) { return 0, false, errors.ErrUnsupport
 
 const noatime = 0
 
+// wakeWaiters does nothing: outside Linux nobody listens.
+func wakeWaiters(int) {}
+
 // watcher is empty outside Linux: there the Backend is not a
 // dlock.Notifier, and the core polls.
 type watcher struct{}
