@@ -149,11 +149,24 @@ func (c *Client) sleep(ctx context.Context, retry RetryStrategy, attempt int, ho
 }
 
 // abandon releases a token whose acquire outcome is unknown. It ignores the
-// caller's cancellation, since the caller is the one who gave up.
+// caller's cancellation, since the caller is the one who gave up. It waits
+// at most abandonWait, so that a hung store cannot hold the caller far past
+// its own deadline; a slower release finishes in the background, bounded by
+// cleanupTimeout.
 func (c *Client) abandon(ctx context.Context, key, token string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	_ = c.backend.Release(ctx, key, token)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		_ = c.backend.Release(ctx, key, token)
+	}()
+	t := time.NewTimer(abandonWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // Do takes key (waiting like [Client.Acquire]), runs fn and releases the

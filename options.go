@@ -28,6 +28,9 @@ const (
 	// cleanupTimeout bounds releases made on the caller's behalf after its
 	// own context was cancelled.
 	cleanupTimeout = 5 * time.Second
+	// abandonWait is how long a failed acquire waits for the release of
+	// its possibly granted token before returning.
+	abandonWait = 100 * time.Millisecond
 )
 
 func defaultOptions() options {

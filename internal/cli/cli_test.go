@@ -140,8 +140,8 @@ func TestBadInput(t *testing.T) {
 		{"break a free key", []string{"break", "--force", "k"}, false, ExitNotHeld, "not locked"},
 		{"unknown command", []string{"lock", "k"}, false, ExitUsage, `unknown command "lock"`},
 		{"misspelt command", []string{"stauts", "k"}, false, ExitUsage, `unknown command "stauts" for "dlock"; did you mean status or stats?`},
-		{"unknown scheme", []string{"--backend", "redis://localhost:6379", "status", "k"}, true, ExitUsage,
-			`unknown scheme "redis"; accepted schemes: file://`},
+		{"unknown scheme", []string{"--backend", "nosuchstore://localhost:6379", "status", "k"}, true, ExitUsage,
+			`unknown scheme "nosuchstore"; accepted schemes: file://`},
 		{"no scheme", []string{"--backend", "/var/lib/dlock", "status", "k"}, true, ExitUsage, "no scheme; accepted schemes"},
 		{"malformed URL", []string{"--backend", "file://[::1", "status", "k"}, true, ExitUsage, "accepted schemes"},
 		{"file URL with host", []string{"--backend", "file://var/lib/dlock", "status", "k"}, true, ExitUsage, `host "var"`},
@@ -178,12 +178,12 @@ func TestBackendFromEnvironment(t *testing.T) {
 	s.mustDlock(ExitOK, "status", "env-key")
 	s.mustDlock(ExitOK, "release", "env-key", strings.TrimSpace(tok))
 
-	t.Setenv(backendEnv, "etcd://nowhere")
+	t.Setenv(backendEnv, "nosuchstore://nowhere")
 	code, _, stderr = runMain(t, "status", "k")
 	if code != ExitUsage {
 		t.Errorf("bad $DLOCK_BACKEND: exit %d, want %d", code, ExitUsage)
 	}
-	oneLineContaining(t, stderr, `$DLOCK_BACKEND "etcd://nowhere": unknown scheme "etcd"`)
+	oneLineContaining(t, stderr, `$DLOCK_BACKEND "nosuchstore://nowhere": unknown scheme "nosuchstore"`)
 }
 
 func TestFileURLForms(t *testing.T) {

@@ -1,0 +1,277 @@
+// Command peers runs the scenarios of `dlock bench` for dlock and for the
+// libraries its users would otherwise pick, in one run and on the same
+// servers, and prints them side by side with each figure's ratio to the
+// best peer:
+//
+//	cd bench/peers && go run . --duration 5s
+//
+// Redis group: dlock's redislock (default and FIFO), go-redsync/redsync
+// and bsm/redislock, on a redis-server the program starts on a free
+// loopback port (or on --redis ADDR, which should be a server nothing else
+// uses, since commands are counted server-wide). File group: dlock's
+// filelock and gofrs/flock, in scratch directories under --dir. etcd's
+// concurrency.Mutex is not included: dlock has no etcd backend yet.
+//
+// It is a module of its own so that the peers never become dependencies
+// of dlock; it imports the scenarios from dlock's internal/bench through a
+// replace directive, so the figures come from the same code as
+// `dlock bench` and `go test -bench`. See docs/bench.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-dev/dlock/filelock"
+	"github.com/dlock-dev/dlock/internal/bench"
+	"github.com/dlock-dev/dlock/redislock"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+type options struct {
+	duration  time.Duration
+	workers   int
+	hold      time.Duration
+	scenario  string
+	redisAddr string
+	noRedis   bool
+	noFile    bool
+	dir       string
+	json      bool
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var o options
+	fs := flag.NewFlagSet("peers", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.DurationVar(&o.duration, "duration", bench.DefaultDuration, "how long each scenario runs for each subject")
+	fs.IntVar(&o.workers, "workers", bench.DefaultWorkers, "goroutines in parallel and contended")
+	fs.DurationVar(&o.hold, "hold", bench.DefaultHold, "time a contended worker holds the lock (0: release at once)")
+	fs.StringVar(&o.scenario, "scenario", "all", "serial, parallel, contended or all")
+	fs.StringVar(&o.redisAddr, "redis", "", "host:port of a Redis server nothing else uses (default: start redis-server on a free port)")
+	fs.BoolVar(&o.noRedis, "no-redis", false, "skip the Redis group")
+	fs.BoolVar(&o.noFile, "no-file", false, "skip the file group")
+	fs.StringVar(&o.dir, "dir", os.TempDir(), "directory for the file group's scratch directories")
+	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return 64
+	}
+	if err := o.check(fs); err != nil {
+		fmt.Fprintln(stderr, "peers:", err)
+		return 64
+	}
+	if err := compare(ctx, o, args, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "peers:", err)
+		return 1
+	}
+	return 0
+}
+
+func (o *options) check(fs *flag.FlagSet) error {
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case o.duration <= 0:
+		return errors.New("--duration must be positive")
+	case o.workers < 1:
+		return errors.New("--workers must be at least 1")
+	case o.hold < 0:
+		return errors.New("--hold must not be negative")
+	case o.scenario != "all" && o.scenario != string(bench.Serial) &&
+		o.scenario != string(bench.Parallel) && o.scenario != string(bench.Contended):
+		return fmt.Errorf("bad --scenario %q: use serial, parallel, contended or all", o.scenario)
+	}
+	return nil
+}
+
+// group is a set of subjects on one store, compared with each other.
+type group struct {
+	name     string
+	subjects []bench.Subject
+}
+
+func compare(ctx context.Context, o options, args []string, stdout, stderr io.Writer) error {
+	report := bench.Report{Machine: bench.ThisMachine()}
+	report.Notes = append(report.Notes,
+		"command: go run . "+strings.Join(args, " ")+" (in bench/peers)",
+		"etcd concurrency.Mutex: not run, dlock has no etcd backend yet")
+	var groups []group
+	floorTime := min(o.duration/2, time.Second)
+
+	if !o.noFile {
+		g, cleanup, err := fileGroup(ctx, o, floorTime, &report)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		groups = append(groups, g)
+	}
+	if !o.noRedis {
+		addr := o.redisAddr
+		if addr == "" {
+			srv, err := startRedis(ctx)
+			if err != nil {
+				return err
+			}
+			defer srv.stop()
+			addr = srv.addr
+		}
+		g, cleanup, err := redisGroup(ctx, addr, floorTime, &report)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		groups = append(groups, g)
+	}
+
+	cfg := bench.Config{Workers: o.workers, Duration: o.duration, Hold: o.hold}
+	if o.hold == 0 {
+		cfg.Hold = -1 // Config's zero means the default
+	}
+	scenarios := bench.Scenarios
+	if o.scenario != "all" {
+		scenarios = []bench.Scenario{bench.Scenario(o.scenario)}
+	}
+	// Scenario by scenario, every subject in turn, so that a machine whose
+	// load drifts during the run affects all subjects of a row alike.
+	for _, sc := range scenarios {
+		for _, g := range groups {
+			for _, s := range g.subjects {
+				fmt.Fprintf(stderr, "peers: %s %s %s for %v\n", g.name, s.Name, sc, o.duration)
+				c := cfg
+				c.Prefix = "dlock-bench/" + strings.ReplaceAll(s.Name, "/", "-") + "/"
+				res, err := bench.Run(ctx, sc, s, c)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", g.name, s.Name, err)
+				}
+				res.Group = g.name
+				report.Results = append(report.Results, res)
+			}
+		}
+	}
+
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(report)
+	}
+	return bench.WriteText(stdout, report, bench.TableOptions{
+		Subjects: true,
+		Ours:     func(name string) bool { return strings.HasPrefix(name, "dlock") },
+	})
+}
+
+// fileGroup is dlock's filelock and gofrs/flock, each in a scratch
+// directory of its own under o.dir.
+func fileGroup(ctx context.Context, o options, floorTime time.Duration, report *bench.Report) (group, func(), error) {
+	dlockDir, err := tempDir(o.dir, "filelock")
+	if err != nil {
+		return group{}, nil, err
+	}
+	flockDir, err := tempDir(o.dir, "flock")
+	if err != nil {
+		os.RemoveAll(dlockDir)
+		return group{}, nil, err
+	}
+	be, err := filelock.New(dlockDir)
+	if err != nil {
+		os.RemoveAll(dlockDir)
+		os.RemoveAll(flockDir)
+		return group{}, nil, fmt.Errorf("filelock: %w", err)
+	}
+	cleanup := func() {
+		_ = be.Close()
+		os.RemoveAll(dlockDir)
+		os.RemoveAll(flockDir)
+	}
+	fl, err := bench.FileFloor(ctx, dlockDir, floorTime)
+	if err != nil {
+		cleanup()
+		return group{}, nil, err
+	}
+	report.Floors = append(report.Floors, fl)
+	return group{name: "file", subjects: []bench.Subject{
+		bench.Dlock("dlock", be),
+		flockSubject(flockDir),
+	}}, cleanup, nil
+}
+
+// redisGroup is dlock's redislock (default and FIFO), redsync and
+// bsm/redislock on the server at addr. Each subject has a go-redis client
+// of its own, with default options, so that its round trips are counted
+// apart; the server's command counts are read through the same client.
+func redisGroup(ctx context.Context, addr string, floorTime time.Duration, report *bench.Report) (group, func(), error) {
+	var clients []*redis.Client
+	var backends []*redislock.Backend
+	cleanup := func() {
+		for _, b := range backends {
+			_ = b.Close()
+		}
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	}
+	client := func() *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		clients = append(clients, c)
+		return c
+	}
+	counted := func(s bench.Subject, rdb redis.UniversalClient) bench.Subject {
+		s.Counters = append(s.Counters, bench.RedisCommands(rdb), bench.RoundTrips(rdb))
+		return s
+	}
+	dlockSubject := func(name string, opts ...redislock.Option) (bench.Subject, error) {
+		rdb := client()
+		be, err := redislock.New(rdb, opts...)
+		if err != nil {
+			return bench.Subject{}, fmt.Errorf("redislock: %w", err)
+		}
+		backends = append(backends, be)
+		return counted(bench.Dlock(name, be), rdb), nil
+	}
+
+	floorClient := client()
+	fl, err := bench.RedisFloor(ctx, floorClient, "dlock-bench/floor", floorTime)
+	if err != nil {
+		cleanup()
+		return group{}, nil, err
+	}
+	fl.Detail += " on " + addr
+	report.Floors = append(report.Floors, fl)
+
+	plain, err := dlockSubject("dlock")
+	if err != nil {
+		cleanup()
+		return group{}, nil, err
+	}
+	fifo, err := dlockSubject("dlock-fifo", redislock.WithFIFO(true))
+	if err != nil {
+		cleanup()
+		return group{}, nil, err
+	}
+	rs := client()
+	bs := client()
+	return group{name: "redis", subjects: []bench.Subject{
+		plain,
+		fifo,
+		counted(redsyncSubject(rs), rs),
+		counted(bsmSubject(bs), bs),
+	}}, cleanup, nil
+}

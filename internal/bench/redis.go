@@ -1,0 +1,118 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisFloor measures a plain SET key + DEL key, two sequential round trips
+// on one connection of c: what a pair (an acquire and a release) costs at
+// the least over this network and server, with no script and no
+// compare-and-delete.
+func RedisFloor(ctx context.Context, c redis.UniversalClient, key string, d time.Duration) (Floor, error) {
+	fl, err := measureFloor(ctx, "redis", "SET "+key+" + DEL "+key+" (two round trips)", d, func() error {
+		if err := c.Set(ctx, key, "x", time.Minute).Err(); err != nil {
+			return err
+		}
+		return c.Del(ctx, key).Err()
+	})
+	if err != nil {
+		return Floor{}, fmt.Errorf("bench: redis floor: %w", err)
+	}
+	return fl, nil
+}
+
+// RedisCommands returns a Counter of the commands the Redis server behind c
+// has executed, from INFO commandstats: the server's view of the work, the
+// same for dlock and for libraries that are not dlock backends. Redis
+// counts the commands a Lua script calls as well as the script itself, so
+// an EVALSHA that runs GET and DEL counts 3; [RoundTrips] counts requests
+// instead. It leaves out INFO itself and the commands a client sends when
+// it opens a connection (HELLO, CLIENT, AUTH, SELECT). The count is
+// server-wide: run on a server nothing else uses. For a single server only
+// (a cluster client asks one node).
+func RedisCommands(c redis.UniversalClient) Counter {
+	return Counter{Name: CounterRedisCmds, Read: func(ctx context.Context) (uint64, error) {
+		info, err := c.Info(ctx, "commandstats").Result()
+		if err != nil {
+			return 0, fmt.Errorf("bench: redis INFO commandstats: %w", err)
+		}
+		return parseCommandStats(info)
+	}}
+}
+
+// RoundTrips adds a hook to c that counts the requests it sends (a
+// pipeline counts once, INFO not at all) and returns a Counter of them:
+// the round trips a subject makes over c, whatever library drives it.
+// Pub/sub subscriptions use their own connection and are not counted.
+func RoundTrips(c redis.UniversalClient) Counter {
+	h := &roundTripHook{}
+	c.AddHook(h)
+	return Counter{Name: CounterRoundTrips, Read: func(context.Context) (uint64, error) { return h.n.Load(), nil }}
+}
+
+type roundTripHook struct{ n atomic.Uint64 }
+
+func (h *roundTripHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *roundTripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() != "info" { // the counters' own reads
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *roundTripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// connectionSetup lists commands go-redis sends on new connections, which
+// say nothing about the locking protocol.
+var connectionSetup = map[string]bool{"info": true, "hello": true, "client": true, "auth": true, "select": true}
+
+// parseCommandStats sums calls= over the lines of INFO commandstats, which
+// look like
+//
+//	cmdstat_set:calls=3,usec=12,usec_per_call=4.00,rejected_calls=0,failed_calls=0
+//
+// (sub-commands appear as cmdstat_client|setinfo).
+func parseCommandStats(info string) (uint64, error) {
+	var total uint64
+	for line := range strings.Lines(info) {
+		line = strings.TrimSpace(line)
+		name, stats, ok := strings.Cut(line, ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		name, _, _ = strings.Cut(strings.TrimPrefix(name, "cmdstat_"), "|")
+		if connectionSetup[strings.ToLower(name)] {
+			continue
+		}
+		found := false
+		for field := range strings.SplitSeq(stats, ",") {
+			if v, ok := strings.CutPrefix(field, "calls="); ok {
+				n, err := strconv.ParseUint(v, 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("bench: INFO commandstats: bad line %q", line)
+				}
+				total += n
+				found = true
+			}
+		}
+		if !found {
+			return 0, fmt.Errorf("bench: INFO commandstats: no calls= in %q", line)
+		}
+	}
+	return total, nil
+}

@@ -1,0 +1,59 @@
+package redislock_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/dlocktest"
+	"github.com/dlock-dev/dlock/internal/testserver"
+	"github.com/dlock-dev/dlock/redislock"
+)
+
+// Each conformance run starts its own server(s), so the runs go in
+// parallel; within a run each subtest gets a private key prefix.
+
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	rdb := newClient(t, startRedis(t).Addr)
+	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
+		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()))
+	})
+}
+
+func TestConformanceFIFO(t *testing.T) {
+	t.Parallel()
+	rdb := newClient(t, startRedis(t).Addr)
+	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
+		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()), redislock.WithFIFO(true))
+	})
+}
+
+// TestConformanceNoPrefix runs the suite in compatibility mode: lock keys
+// are the callers' keys. Each subtest gets a flushed database.
+func TestConformanceNoPrefix(t *testing.T) {
+	t.Parallel()
+	addr := startRedis(t).Addr
+	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: 3})
+	t.Cleanup(func() { _ = rdb.Close() })
+	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
+		if err := rdb.FlushDB(context.Background()).Err(); err != nil {
+			t.Fatalf("FLUSHDB: %v", err)
+		}
+		return newBackend(t, rdb, redislock.WithPrefix(""))
+	})
+}
+
+// TestConformanceCluster runs the suite on a real three-master Redis
+// Cluster: every script touches several keys, which must share a slot.
+func TestConformanceCluster(t *testing.T) {
+	t.Parallel()
+	cluster := testserver.StartRedisCluster(t, 3)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
+		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()))
+	})
+}

@@ -1,0 +1,252 @@
+package redislock_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/redislock"
+)
+
+// within bounds how long a failing call may take: generous, since the
+// point is that it returns (no hang), not how fast.
+const within = 5 * time.Second
+
+// TestServerDown: every operation on a server that is gone fails with
+// ErrUnavailable within the caller's deadline.
+func TestServerDown(t *testing.T) {
+	srv := startRedis(t)
+	// One dial attempt per call instead of go-redis's five keeps the test
+	// short; the behaviour is the same.
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, DialerRetries: 1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	b := newBackend(t, rdb)
+	c := dlock.New(b)
+	key := uniqueKey(t, "down")
+	held, err := c.TryAcquire(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+
+	// In this order: Release last, Refresh before Break.
+	ops := []struct {
+		name string
+		op   func(ctx context.Context) error
+	}{
+		{"TryAcquire", func(ctx context.Context) error { _, err := c.TryAcquire(ctx, key+"-other"); return err }},
+		{"Acquire (subscribes)", func(ctx context.Context) error {
+			_, err := c.Acquire(ctx, key+"-other", dlock.WithMaxWait(time.Second))
+			return err
+		}},
+		{"Refresh", func(ctx context.Context) error { return held.Refresh(ctx) }},
+		{"Inspect", func(ctx context.Context) error { _, _, err := c.Inspect(ctx, key); return err }},
+		{"List", func(ctx context.Context) error { _, err := c.List(ctx, ""); return err }},
+		{"Stats", func(ctx context.Context) error { _, err := c.Stats(ctx); return err }},
+		{"Cleanup", func(ctx context.Context) error { _, err := c.Cleanup(ctx); return err }},
+		{"Break", func(ctx context.Context) error { _, _, err := c.Break(ctx, key); return err }},
+		{"Release", func(ctx context.Context) error { return held.Release(ctx) }},
+	}
+	for _, o := range ops {
+		ctx, cancel := context.WithTimeout(t.Context(), within)
+		start := time.Now()
+		err := o.op(ctx)
+		cancel()
+		if !errors.Is(err, dlock.ErrUnavailable) {
+			t.Errorf("%s on a stopped server: %v, want ErrUnavailable", o.name, err)
+		}
+		if errors.Is(err, dlock.ErrNotHeld) {
+			t.Errorf("%s on a stopped server claims an answer: %v", o.name, err)
+		}
+		if d := time.Since(start); d > within {
+			t.Errorf("%s took %v", o.name, d)
+		}
+	}
+}
+
+// TestSlowServer talks to a "server" that accepts connections and never
+// answers. The client has go-redis's default timeouts (seconds) and no
+// ContextTimeoutEnabled; each call must still end at the caller's deadline
+// with an error that says so.
+func TestSlowServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		var conns []net.Conn // held open, never answered
+		defer func() {
+			for _, c := range conns {
+				_ = c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	rdb := newClient(t, ln.Addr().String())
+	c := dlock.New(newBackend(t, rdb))
+	const deadline = 200 * time.Millisecond
+	for name, op := range map[string]func(ctx context.Context) error{
+		"TryAcquire": func(ctx context.Context) error { _, err := c.TryAcquire(ctx, "slow"); return err },
+		"Acquire":    func(ctx context.Context) error { _, err := c.Acquire(ctx, "slow"); return err },
+		"Inspect":    func(ctx context.Context) error { _, _, err := c.Inspect(ctx, "slow"); return err },
+		"List":       func(ctx context.Context) error { _, err := c.List(ctx, ""); return err },
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), deadline)
+		start := time.Now()
+		err := op(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s on a silent server: %v, want context.DeadlineExceeded", name, err)
+		}
+		// go-redis alone would wait for its read timeout (seconds).
+		if d := time.Since(start); d > deadline+time.Second {
+			t.Errorf("%s returned %v after its %v deadline", name, d-deadline, deadline)
+		}
+	}
+}
+
+// TestErrorReplies: a key holding another type is corrupt, not free; a
+// server refusing writes is unavailable.
+func TestErrorReplies(t *testing.T) {
+	srv := startRedis(t)
+	rdb := newClient(t, srv.Addr)
+	ctx := t.Context()
+	c := dlock.New(newBackend(t, rdb, redislock.WithPrefix("")))
+
+	key := uniqueKey(t, "hash")
+	if err := rdb.HSet(ctx, key, "field", "value").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.TryAcquire(ctx, key); !errors.Is(err, dlock.ErrCorrupt) {
+		t.Errorf("TryAcquire of a key holding a hash: %v, want ErrCorrupt", err)
+	}
+	if _, _, err := c.Inspect(ctx, key); !errors.Is(err, dlock.ErrCorrupt) {
+		t.Errorf("Inspect of a key holding a hash: %v, want ErrCorrupt", err)
+	}
+	if n, _ := rdb.HLen(ctx, key).Result(); n != 1 {
+		t.Errorf("the hash was changed: %d fields", n)
+	}
+
+	// Out of memory: the server answers every write with an OOM error.
+	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.ConfigSet(context.Background(), "maxmemory", "0") })
+	_, err := c.TryAcquire(ctx, uniqueKey(t, "oom"))
+	if !errors.Is(err, dlock.ErrUnavailable) || !errors.Is(err, redis.Error(nil)) && !isRedisErr(err) {
+		t.Errorf("TryAcquire on a server out of memory: %v, want ErrUnavailable wrapping the server's error", err)
+	}
+}
+
+func isRedisErr(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
+}
+
+// TestRestartLosesLock restarts the server (no persistence) under a holder
+// whose watchdog refreshes it: the next refresh finds the lease gone and
+// the lost signal fires, long before the TTL would have ended it. After the
+// restart the fence counter starts again: fences repeat, as documented.
+func TestRestartLosesLock(t *testing.T) {
+	srv := startRedis(t)
+	rdb := newClient(t, srv.Addr)
+	c := dlock.New(newBackend(t, rdb))
+	key := uniqueKey(t, "restarted")
+	const ttl = 10 * time.Second
+	l, err := c.TryAcquire(t.Context(), key, dlock.WithTTL(ttl),
+		dlock.WithAutoRefresh(true), dlock.WithRefreshInterval(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldFence := l.Fence()
+	start := time.Now()
+	srv.Restart(t)
+	select {
+	case <-l.Done():
+	case <-time.After(ttl):
+		t.Fatal("lost signal did not fire after the server restarted")
+	}
+	err = l.Err()
+	if !errors.Is(err, dlock.ErrLockLost) || !errors.Is(err, dlock.ErrNotHeld) {
+		t.Errorf("Err = %v, want ErrLockLost from a refresh that found the lease gone", err)
+	}
+	if d := time.Since(start); d >= ttl/2 {
+		t.Errorf("lost after %v: that is expiry, not detection", d)
+	}
+	l2, err := c.TryAcquire(t.Context(), key)
+	if err != nil {
+		t.Fatalf("TryAcquire after the restart: %v", err)
+	}
+	if l2.Fence() > oldFence {
+		t.Logf("fence %d after restart (was %d)", l2.Fence(), oldFence)
+	} else {
+		t.Logf("fence repeated after a restart without persistence: %d, was %d (documented)", l2.Fence(), oldFence)
+	}
+	_ = l2.Release(t.Context())
+}
+
+// TestForeignLockers: with an empty prefix, dlock and other SET-NX-PX
+// lockers on the same Redis key exclude each other, and each other's
+// compare-and-delete works.
+func TestForeignLockers(t *testing.T) {
+	srv := startRedis(t)
+	rdb := newClient(t, srv.Addr)
+	ctx := t.Context()
+	c := dlock.New(newBackend(t, rdb, redislock.WithPrefix("")))
+	key := uniqueKey(t, "shared")
+
+	// Another library holds the key.
+	const theirs = "their-random-value"
+	if ok, err := rdb.SetNX(ctx, key, theirs, 5*time.Second).Result(); err != nil || !ok {
+		t.Fatalf("SET NX PX: %v, %v", ok, err)
+	}
+	_, err := c.TryAcquire(ctx, key)
+	var nae *dlock.NotAcquiredError
+	if !errors.As(err, &nae) || nae.Holder == nil {
+		t.Fatalf("TryAcquire of a key another library holds: %v", err)
+	}
+	if nae.Holder.LockID != dlock.LockID(theirs) || nae.Holder.ExpiresAt.IsZero() {
+		t.Errorf("holder = %+v, want lock id of their value and an expiry", nae.Holder)
+	}
+	// Their compare-and-delete (as redsync, redis-py and the seeds do it).
+	const unlock = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`
+	if n, err := rdb.Eval(ctx, unlock, []string{key}, theirs).Int(); err != nil || n != 1 {
+		t.Fatalf("their unlock: %d, %v", n, err)
+	}
+
+	// dlock holds the key: their SET NX fails, and the value is our token.
+	l, err := c.TryAcquire(ctx, key, dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := rdb.SetNX(ctx, key, theirs, 5*time.Second).Result(); err != nil || ok {
+		t.Fatalf("their SET NX while dlock holds the key = %v, %v; want refused", ok, err)
+	}
+	if v, _ := rdb.Get(ctx, key).Result(); v != l.Token() {
+		t.Errorf("the key holds %q, want the token", v)
+	}
+	if pttl, _ := rdb.PTTL(ctx, key).Result(); pttl <= 0 || pttl > time.Minute {
+		t.Errorf("PTTL = %v, want the lease's expiry", pttl)
+	}
+	if n, err := rdb.Eval(ctx, unlock, []string{key}, theirs).Int(); err != nil || n != 0 {
+		t.Errorf("their unlock of our lock with their value: %d, %v; want 0", n, err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := rdb.Exists(ctx, key).Result(); n != 0 {
+		t.Error("key still exists after release")
+	}
+}

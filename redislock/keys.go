@@ -1,0 +1,135 @@
+package redislock
+
+import (
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// names are the Redis keys and the pub/sub channel of one lock. All keys
+// share the lock key's hash slot, so one script may touch them all on Redis
+// Cluster.
+type names struct {
+	lock    string // prefix + user key: holds the token, PX expiry
+	meta    string // hash: lock id, fence, owner, acquired time; same PX
+	fence   string // counter, never deleted by dlock
+	queue   string // FIFO: sorted set of tickets by arrival
+	expiry  string // FIFO: sorted set of tickets by deadline
+	channel string // PUBLISHed on release, break and cleanup
+}
+
+// Suffixes of the helper keys. A helper key is "{tag}" + suffix + lock key,
+// where tag puts it in the lock key's slot.
+const (
+	metaInfix   = ":dlock:meta:"
+	fenceInfix  = ":dlock:fence:"
+	queueInfix  = ":dlock:queue:"
+	expiryInfix = ":dlock:qexp:"
+	channelPfx  = "dlock:wake:"
+)
+
+func (b *Backend) names(key string) names {
+	k := b.prefix + key
+	tag := "{" + slotTag(k) + "}"
+	return names{
+		lock:    k,
+		meta:    tag + metaInfix + k,
+		fence:   tag + fenceInfix + k,
+		queue:   tag + queueInfix + k,
+		expiry:  tag + expiryInfix + k,
+		channel: channelPfx + k,
+	}
+}
+
+func (n names) keys() []string { return []string{n.lock, n.meta, n.fence, n.queue, n.expiry} }
+
+// lockKeyOfMeta returns the lock key a meta key belongs to. The tag in front
+// never contains '}', so the first "}" + metaInfix ends it.
+func lockKeyOfMeta(meta string) (string, bool) {
+	if !strings.HasPrefix(meta, "{") {
+		return "", false
+	}
+	i := strings.Index(meta, "}"+metaInfix)
+	if i < 0 {
+		return "", false
+	}
+	return meta[i+1+len(metaInfix):], true
+}
+
+// hashTag returns the part of key Redis Cluster hashes: the text between
+// the first '{' and the first '}' after it when that is not empty, else the
+// whole key.
+func hashTag(key string) string {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return key[i+1 : i+1+j]
+		}
+	}
+	return key
+}
+
+// slotTag returns a hash tag that hashes to key's slot: key's own tag when it
+// has one, else a short string from a table with one entry per slot. The
+// whole key cannot simply be wrapped in braces, since it may contain '}'.
+func slotTag(key string) string {
+	if tag := hashTag(key); tag != key {
+		return tag
+	}
+	return slotTags()[keySlot(key)]
+}
+
+const numSlots = 16384
+
+// slotTags maps each cluster slot to the shortest base-36 string hashing to
+// it. It is built once, on first use (about 160k CRC16s of 1-4 bytes).
+var slotTags = sync.OnceValue(func() []string {
+	tags := make([]string, numSlots)
+	for i, left := 0, numSlots; left > 0; i++ {
+		s := strconv.FormatInt(int64(i), 36)
+		if slot := crc16(s) % numSlots; tags[slot] == "" {
+			tags[slot] = s
+			left--
+		}
+	}
+	return tags
+})
+
+// keySlot is the Redis Cluster slot of key.
+func keySlot(key string) uint16 { return crc16(hashTag(key)) % numSlots }
+
+// crc16 is CRC-16/XMODEM (polynomial 0x1021), the hash Redis Cluster uses.
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc = crc<<8 ^ crcTable[byte(crc>>8)^s[i]]
+	}
+	return crc
+}
+
+var crcTable = func() (t [256]uint16) {
+	for i := range t {
+		crc := uint16(i) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+		t[i] = crc
+	}
+	return t
+}()
+
+// globEscape quotes the characters special to SCAN MATCH patterns.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

@@ -1,0 +1,342 @@
+package redislock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-dev/dlock"
+)
+
+// errClosed is returned by Subscribe after Close.
+var errClosed = fmt.Errorf("redislock: backend closed: %w", dlock.ErrUnavailable)
+
+const (
+	// subscribeTimeout bounds the wait for the server to confirm a
+	// SUBSCRIBE when the caller's context has no earlier deadline.
+	subscribeTimeout = 10 * time.Second
+	// idlePing is how long the pub/sub connection may be silent before it
+	// is pinged, so that a dead connection is noticed and replaced.
+	idlePing = 30 * time.Second
+	// maxBackoff caps the pause between reconnect attempts.
+	maxBackoff = time.Second
+)
+
+// notifier multiplexes every key the Backend's waiters watch over one
+// go-redis PubSub (one connection): SUBSCRIBE when a key gets its first
+// waiter, UNSUBSCRIBE when its last leaves. One goroutine reads the
+// connection and wakes the waiters of each channel a message names.
+//
+// go-redis reconnects and resubscribes by itself after a network error.
+// Messages published meanwhile are lost, so every waiter is woken then (a
+// spurious wake-up costs one acquire attempt); the core also wakes waiters
+// at the holder's expiry, whatever happens here.
+type notifier struct {
+	rdb redis.UniversalClient
+
+	mu     sync.Mutex
+	ps     *redis.PubSub // nil until the first Subscribe
+	chans  map[string]*channelState
+	closed bool
+	stop   chan struct{} // closed by close: the goroutines exit
+
+	// SUBSCRIBE and UNSUBSCRIBE are queued under mu, in the order of the
+	// state changes, and sent by one writer goroutine: a write may block
+	// (dial, slow server) for longer than any caller's deadline.
+	ops     []wireOp
+	opReady chan struct{} // capacity 1: ops is not empty
+}
+
+// channelState tracks one channel. A SUBSCRIBE is confirmed by a reply on
+// the connection; a waiter may only rely on notifications once the server
+// confirmed, so ready is closed when the replies to every SUBSCRIBE sent so
+// far have arrived.
+type channelState struct {
+	waiters    map[chan struct{}]struct{}
+	subscribed bool // SUBSCRIBE sent and not followed by UNSUBSCRIBE
+	pending    int  // subscribe replies still to come
+	ready      chan struct{}
+	fail       *writeFailure // of the latest SUBSCRIBE
+}
+
+// writeFailure is closed (done) with err set when a SUBSCRIBE could not be
+// sent, so that its waiters fail at once instead of at their deadline.
+type writeFailure struct {
+	done chan struct{}
+	err  error
+}
+
+// wireOp is a SUBSCRIBE or UNSUBSCRIBE for the writer goroutine.
+type wireOp struct {
+	subscribe bool
+	channel   string
+	fail      *writeFailure // for SUBSCRIBE
+}
+
+func (n *notifier) init(rdb redis.UniversalClient) {
+	n.rdb = rdb
+	n.chans = make(map[string]*channelState)
+	n.stop = make(chan struct{})
+	n.opReady = make(chan struct{}, 1)
+}
+
+// queue schedules op. Callers hold n.mu.
+func (n *notifier) queue(op wireOp) {
+	n.ops = append(n.ops, op)
+	select {
+	case n.opReady <- struct{}{}:
+	default:
+	}
+}
+
+// write sends the queued commands in order until close.
+func (n *notifier) write(ps *redis.PubSub) {
+	ctx := context.Background()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.opReady:
+		}
+		n.mu.Lock()
+		ops := n.ops
+		n.ops = nil
+		n.mu.Unlock()
+		for _, op := range ops {
+			if !op.subscribe {
+				// A failed UNSUBSCRIBE leaves a subscription whose
+				// messages wake nobody; go-redis forgets the channel
+				// either way, so a reconnect drops it.
+				_ = ps.Unsubscribe(ctx, op.channel)
+				continue
+			}
+			if err := ps.Subscribe(ctx, op.channel); err != nil {
+				op.fail.err = err
+				close(op.fail.done)
+			}
+		}
+	}
+}
+
+// subscribe returns a buffered channel that receives after every message
+// on channel, once the server has confirmed the subscription.
+func (n *notifier) subscribe(ctx context.Context, channel string) (<-chan struct{}, func(), error) {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil, nil, errClosed
+	}
+	if n.ps == nil {
+		n.ps = n.rdb.Subscribe(context.Background())
+		go n.read(n.ps)
+		go n.write(n.ps)
+	}
+	st := n.chans[channel]
+	if st == nil {
+		st = &channelState{waiters: make(map[chan struct{}]struct{})}
+		n.chans[channel] = st
+	}
+	ch := make(chan struct{}, 1)
+	st.waiters[ch] = struct{}{}
+	if !st.subscribed {
+		if st.pending == 0 {
+			st.ready = make(chan struct{})
+		}
+		st.subscribed = true
+		st.pending++
+		st.fail = &writeFailure{done: make(chan struct{})}
+		n.queue(wireOp{subscribe: true, channel: channel, fail: st.fail})
+	}
+	ready, fail := st.ready, st.fail
+	n.mu.Unlock()
+
+	var once sync.Once
+	cancel := func() { once.Do(func() { n.unsubscribe(channel, ch) }) }
+	timer := time.NewTimer(subscribeTimeout)
+	defer timer.Stop()
+	select {
+	case <-ready:
+		return ch, cancel, nil
+	case <-fail.done:
+		cancel()
+		return nil, nil, fmt.Errorf("redislock: subscribe: %w: %w", dlock.ErrUnavailable, fail.err)
+	case <-ctx.Done():
+		cancel()
+		return nil, nil, ctx.Err()
+	case <-timer.C:
+		cancel()
+		return nil, nil, fmt.Errorf("redislock: subscription not confirmed within %v: %w", subscribeTimeout, dlock.ErrUnavailable)
+	}
+}
+
+func (n *notifier) unsubscribe(channel string, ch chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := n.chans[channel]
+	if st == nil {
+		return
+	}
+	delete(st.waiters, ch)
+	if len(st.waiters) == 0 && st.subscribed {
+		st.subscribed = false
+		if !n.closed {
+			n.queue(wireOp{channel: channel})
+		}
+	}
+	n.gc(channel, st)
+}
+
+// gc forgets a channel nobody watches and no reply is expected for.
+// Callers hold n.mu.
+func (n *notifier) gc(channel string, st *channelState) {
+	if len(st.waiters) == 0 && !st.subscribed && st.pending == 0 {
+		delete(n.chans, channel)
+	}
+}
+
+// read receives from ps until it is closed.
+func (n *notifier) read(ps *redis.PubSub) {
+	ctx := context.Background()
+	backoff := time.Duration(0)
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, idlePing)
+		if err != nil {
+			n.mu.Lock()
+			closed := n.closed
+			n.mu.Unlock()
+			if closed {
+				return
+			}
+			if isTimeout(err) && !errors.Is(err, context.DeadlineExceeded) {
+				// Silence: ping, so that a dead connection fails the next
+				// read and go-redis reconnects.
+				_ = ps.Ping(ctx)
+				continue
+			}
+			n.lost()
+			backoff = min(max(2*backoff, 20*time.Millisecond), maxBackoff)
+			select {
+			case <-n.stop:
+				return
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		backoff = 0
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				n.confirmed(m.Channel)
+			}
+		case *redis.Message:
+			n.wake(m.Channel)
+		}
+	}
+}
+
+// confirmed handles the server's reply to a SUBSCRIBE. A reply nobody
+// waits for comes from go-redis resubscribing after a reconnect: messages
+// may have been missed, so the channel's waiters are woken.
+func (n *notifier) confirmed(channel string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := n.chans[channel]
+	if st == nil {
+		return
+	}
+	if st.pending > 0 {
+		st.pending--
+		if st.pending == 0 && st.subscribed {
+			close(st.ready)
+		}
+	} else {
+		wakeAll(st)
+	}
+	n.gc(channel, st)
+}
+
+// lost handles a broken connection: go-redis resubscribes every channel on
+// the next connection, which gives exactly one reply per subscribed
+// channel; replies to commands sent on the old one will never come.
+func (n *notifier) lost() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for channel, st := range n.chans {
+		if st.pending > 0 {
+			st.pending = 0
+			if st.subscribed {
+				st.pending = 1
+			}
+		}
+		wakeAll(st)
+		n.gc(channel, st)
+	}
+}
+
+func (n *notifier) wake(channel string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if st := n.chans[channel]; st != nil {
+		wakeAll(st)
+	}
+}
+
+func wakeAll(st *channelState) {
+	for ch := range st.waiters {
+		select {
+		case ch <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+}
+
+// close stops the reader and the writer and closes the connection,
+// without waiting: closing may block on a dial or handshake in progress
+// (for up to go-redis's timeouts), and the goroutines exit by themselves
+// once it is done. Current waiters are woken once so that they look at the
+// key again.
+func (n *notifier) close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	close(n.stop)
+	for _, st := range n.chans {
+		wakeAll(st)
+	}
+	if ps := n.ps; ps != nil {
+		go func() { _ = ps.Close() }()
+	}
+	return nil
+}
+
+// Subscribe implements [dlock.Notifier]. All of a Backend's waiters share
+// one pub/sub connection, opened on first use and closed by
+// [Backend.Close].
+func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	n := b.names(key)
+	ch, cancel, err := b.notify.subscribe(ctx, n.channel)
+	if err != nil {
+		if errors.Is(err, dlock.ErrUnavailable) {
+			return nil, nil, err
+		}
+		return nil, nil, b.fail(ctx, "subscribe", key, err)
+	}
+	if !b.fifo {
+		return ch, cancel, nil
+	}
+	s := b.queue.add(ctx, key)
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			b.queue.remove(ctx, key, s)
+			cancel()
+		})
+	}, nil
+}

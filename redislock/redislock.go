@@ -1,0 +1,505 @@
+// Package redislock is a dlock backend on Redis, over the go-redis v9
+// [redis.UniversalClient] your program already has: a single node, a
+// Sentinel failover client or a Cluster client.
+//
+// # How a lock is stored
+//
+// The lock key (prefix + key, default prefix "dlock:") holds the holder's
+// token as a plain string with a PX expiry, set with SET NX PX. With
+// WithPrefix("") the lock key is exactly the caller's key, so dlock and any
+// other SET-NX-PX locker on the same Redis key (redsync, bsm/redislock,
+// redis-py's Lock, hand-written PHP or Python classes) exclude each other.
+// Beside it, in the same Redis Cluster hash slot, live a metadata hash (lock
+// id, fence, owner, acquired time; same expiry), the fence counter and, with
+// FIFO, the waiter queue. Every operation is one Lua script: one atomic
+// round trip. Refresh and release compare the token before they extend or
+// delete; nothing is ever deleted blindly.
+//
+// # Time
+//
+// Leases expire by the server's clock (PX). Whether the caller may still
+// assume it holds a lock is measured by dlock on the caller's monotonic
+// clock from the moment the request was sent, minus a drift margin. Times
+// in records are the server's instants translated to the caller's clock.
+//
+// # Waiting
+//
+// The Backend is a [dlock.Notifier]: release, break and cleanup PUBLISH on
+// a channel per key, and each Backend multiplexes all the keys its waiters
+// watch over one shared pub/sub connection, so a blocked Acquire sleeps
+// until the key is released or its holder's lease ends instead of polling.
+// [WithFIFO] grants a contended key in arrival order (see its comment).
+//
+// # Guarantees
+//
+//   - Mutual exclusion: while the Redis node that owns the key keeps its
+//     data. A failover to a replica that had not received the grant, or a
+//     restart without persistence, loses leases: the holder finds out at
+//     its next refresh (its lost signal fires).
+//   - Fences: strictly increasing while the fence counter survives, that is
+//     with AOF and appendfsync always and no failover. After a restart
+//     without persistence, a failover or an eviction of the counter (use a
+//     noeviction or volatile-* maxmemory policy), fences can repeat.
+//   - Expiry: at the TTL by the server's clock; a crashed holder's lock is
+//     free after its TTL.
+//
+// Errors: transport failures and error replies wrap [dlock.ErrUnavailable];
+// a key holding a non-string value wraps [dlock.ErrCorrupt]; a cancelled or
+// expired context is returned as is (wrapped), even when the client's own
+// timeouts are longer, since each call returns at the context's deadline.
+package redislock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-dev/dlock"
+)
+
+// DefaultPrefix is put in front of every key unless [WithPrefix] says
+// otherwise.
+const DefaultPrefix = "dlock:"
+
+// DefaultFIFOGrace is how long a FIFO ticket outlives the moment its waiter
+// was due to try again; see [WithFIFOGrace].
+const DefaultFIFOGrace = 2 * time.Second
+
+// Backend keeps locks in Redis. It is safe for concurrent use. Call
+// [Backend.Close] when done with it; it does not close the go-redis client.
+type Backend struct {
+	rdb    redis.UniversalClient
+	prefix string
+	fifo   bool
+	grace  time.Duration
+
+	notify notifier
+	queue  fifoState
+}
+
+var (
+	_ dlock.Backend       = (*Backend)(nil)
+	_ dlock.Lister        = (*Backend)(nil)
+	_ dlock.StatsReporter = (*Backend)(nil)
+	_ dlock.Cleaner       = (*Backend)(nil)
+	_ dlock.Breaker       = (*Backend)(nil)
+	_ dlock.Notifier      = (*Backend)(nil)
+)
+
+// Option configures a [Backend].
+type Option func(*options)
+
+type options struct {
+	prefix string
+	fifo   bool
+	grace  time.Duration
+	err    error
+}
+
+// WithPrefix sets the text put in front of every key to form the Redis key.
+// Default [DefaultPrefix] ("dlock:"). "" makes the lock key exactly the
+// caller's key, for exclusion with other SET-NX-PX lockers (compatibility
+// mode). A prefix that is not valid UTF-8 or contains control characters
+// makes [New] fail with [dlock.ErrInvalidOption].
+func WithPrefix(prefix string) Option {
+	return func(o *options) {
+		if prefix != "" {
+			if err := dlock.ValidateKey(prefix); err != nil {
+				o.err = fmt.Errorf("redislock: %w: prefix: %w", dlock.ErrInvalidOption, err)
+			}
+		}
+		o.prefix = prefix
+	}
+}
+
+// WithFIFO turns first-come-first-served order on or off. Default off:
+// whoever asks first after a release gets the key. On: a waiting Acquire
+// takes a ticket in a per-key queue and the key is granted only to the
+// first live ticket (or to anyone when the queue is empty), so under
+// contention every waiter gets its turn. A one-shot TryAcquire respects the
+// queue but does not join it. A waiter whose context ends leaves the queue
+// at once. One that died or missed its wake-up loses its place once the
+// key has been free for the grace ([WithFIFOGrace]) while others asked for
+// it, and a ticket nobody renews lapses after the grace past its owner's
+// next due attempt. All clients of a key must agree: a client without FIFO
+// ignores the queue.
+func WithFIFO(on bool) Option { return func(o *options) { o.fifo = on } }
+
+// WithFIFOGrace sets how long a FIFO ticket stays valid after its waiter
+// was due to use or renew it. Default [DefaultFIFOGrace]. It bounds the
+// delay a crashed waiter causes; it must cover a woken waiter's scheduling
+// delay and round trip. A value below 10ms makes [New] fail with
+// [dlock.ErrInvalidOption].
+func WithFIFOGrace(d time.Duration) Option {
+	return func(o *options) {
+		if d < 10*time.Millisecond {
+			o.err = fmt.Errorf("redislock: %w: FIFO grace %v below 10ms", dlock.ErrInvalidOption, d)
+		}
+		o.grace = d
+	}
+}
+
+// New returns a backend over rdb. The caller keeps ownership of rdb. New
+// makes no network call. It fails with [dlock.ErrInvalidOption] for a nil
+// client or an invalid option.
+//
+// go-redis honours context deadlines on sockets only with
+// ContextTimeoutEnabled; the backend returns at the context's deadline
+// either way, but enabling it closes a timed-out connection sooner.
+func New(rdb redis.UniversalClient, opts ...Option) (*Backend, error) {
+	o := options{prefix: DefaultPrefix, grace: DefaultFIFOGrace}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	if rdb == nil {
+		return nil, fmt.Errorf("redislock: %w: nil client", dlock.ErrInvalidOption)
+	}
+	b := &Backend{rdb: rdb, prefix: o.prefix, fifo: o.fifo, grace: o.grace}
+	b.notify.init(rdb)
+	b.queue.init()
+	return b, nil
+}
+
+// Close stops the backend's pub/sub connection and drops the FIFO tickets
+// of its waiters. Waiting Acquires that started before Close wake at their
+// holder's expiry; new ones fail with an error wrapping
+// [dlock.ErrUnavailable]. The go-redis client stays open.
+func (b *Backend) Close() error {
+	b.queue.close()
+	return b.notify.close()
+}
+
+// Client returns the go-redis client the backend was built on.
+func (b *Backend) Client() redis.UniversalClient { return b.rdb }
+
+// Prefix returns the key prefix.
+func (b *Backend) Prefix() string { return b.prefix }
+
+// Acquire implements [dlock.Backend]. With FIFO on, a caller that is
+// waiting (it subscribed to the key through the core) keeps a ticket in the
+// queue until it is granted or its context ends.
+func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
+	n := b.names(req.Key)
+	mode := 0
+	var ticket *ticket
+	if b.fifo {
+		mode = 1
+		if b.queue.waiting(ctx, req.Key, req.LockID) {
+			mode = 2
+			ticket = b.queue.hold(ctx, b, req)
+		}
+	}
+	args := []any{
+		req.Token, req.TTL.Milliseconds(), req.LockID,
+		req.Owner.Host, req.Owner.PID, req.Owner.Label, mode, b.grace.Milliseconds(),
+	}
+	// If ctx ends while the script is in flight, the grant may still land
+	// after we return: the late result releases it instead of leaving the
+	// key held until its TTL. (The core also releases on error, but its
+	// release can overtake the acquire on another connection.)
+	r, err := call(ctx, func(ctx context.Context) (reply, error) {
+		return b.run(ctx, acquireScript, n, args...)
+	}, func(r reply) {
+		if r.state == stateGranted {
+			ctx, cancel := context.WithTimeout(context.Background(), lateReleaseTimeout)
+			defer cancel()
+			_ = b.Release(ctx, req.Key, req.Token)
+		}
+	})
+	if err != nil {
+		return dlock.Record{}, false, b.fail(ctx, "acquire", req.Key, err)
+	}
+	switch r.state {
+	case stateGranted:
+		ticket.granted()
+		fence, ok := asInt(r.at(1))
+		if !ok || fence <= 0 {
+			return dlock.Record{}, false, fmt.Errorf("redislock: acquire %q: %w: fence %v", req.Key, dlock.ErrCorrupt, r.at(1))
+		}
+		return dlock.Record{
+			Key:        req.Key,
+			LockID:     req.LockID,
+			Fence:      uint64(fence),
+			AcquiredAt: r.local,
+			ExpiresAt:  r.local.Add(req.TTL),
+			Owner:      req.Owner,
+		}, true, nil
+	case stateQueued:
+		// Free, but another waiter is first in line: report its ticket
+		// and when it lapses, which is when the caller should look again
+		// if nobody wakes it sooner.
+		wait, _ := asInt(r.at(2))
+		return dlock.Record{
+			Key:       req.Key,
+			LockID:    asString(r.at(1)),
+			ExpiresAt: r.local.Add(time.Duration(wait) * time.Millisecond),
+			Owner:     dlock.Owner{Label: "next in the FIFO queue"},
+		}, false, nil
+	case stateHeld, stateForeign:
+		rec, err := r.record(req.Key)
+		if err != nil {
+			return dlock.Record{}, false, fmt.Errorf("redislock: acquire %q: %w", req.Key, err)
+		}
+		return rec, false, nil
+	}
+	return dlock.Record{}, false, fmt.Errorf("redislock: acquire %q: %w: state %d", req.Key, dlock.ErrCorrupt, r.state)
+}
+
+// lateReleaseTimeout bounds releases made for callers that gave up.
+const lateReleaseTimeout = 5 * time.Second
+
+// Refresh implements [dlock.Backend].
+func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Duration) (dlock.Record, error) {
+	n := b.names(key)
+	r, err := call(ctx, func(ctx context.Context) (reply, error) {
+		return b.run(ctx, refreshScript, n, token, ttl.Milliseconds())
+	}, nil)
+	if err != nil {
+		return dlock.Record{}, b.fail(ctx, "refresh", key, err)
+	}
+	if r.state != stateRefreshed {
+		return dlock.Record{}, fmt.Errorf("redislock: refresh %q: %w", key, dlock.ErrNotHeld)
+	}
+	rec, err := r.record(key)
+	if err != nil {
+		return dlock.Record{}, fmt.Errorf("redislock: refresh %q: %w", key, err)
+	}
+	rec.LockID = dlock.LockID(token) // even if the metadata was lost
+	return rec, nil
+}
+
+// Release implements [dlock.Backend].
+func (b *Backend) Release(ctx context.Context, key, token string) error {
+	n := b.names(key)
+	id := dlock.LockID(token)
+	b.queue.forget(id)
+	r, err := call(ctx, func(ctx context.Context) (reply, error) {
+		return b.run(ctx, releaseScript, n, token, id, n.channel)
+	}, nil)
+	if err != nil {
+		return b.fail(ctx, "release", key, err)
+	}
+	if r.state != 1 {
+		return fmt.Errorf("redislock: release %q: %w", key, dlock.ErrNotHeld)
+	}
+	return nil
+}
+
+// Inspect implements [dlock.Backend]. A lease taken by another library
+// (no dlock metadata) is reported with the lock id its value would have as
+// a dlock token, its expiry, fence 0 and no owner.
+func (b *Backend) Inspect(ctx context.Context, key string) (dlock.Record, bool, error) {
+	n := b.names(key)
+	r, err := call(ctx, func(ctx context.Context) (reply, error) {
+		return b.run(ctx, inspectScript, n)
+	}, nil)
+	if err != nil {
+		return dlock.Record{}, false, b.fail(ctx, "inspect", key, err)
+	}
+	if r.state == stateFree {
+		return dlock.Record{}, false, nil
+	}
+	rec, err := r.record(key)
+	if err != nil {
+		return dlock.Record{}, false, fmt.Errorf("redislock: inspect %q: %w", key, err)
+	}
+	return rec, true, nil
+}
+
+// Break implements [dlock.Breaker]. It also frees a key held by another
+// library's lock.
+func (b *Backend) Break(ctx context.Context, key string) (dlock.Record, bool, error) {
+	n := b.names(key)
+	r, err := call(ctx, func(ctx context.Context) (reply, error) {
+		return b.run(ctx, breakScript, n, n.channel)
+	}, nil)
+	if err != nil {
+		return dlock.Record{}, false, b.fail(ctx, "break", key, err)
+	}
+	if r.state == stateFree {
+		return dlock.Record{}, false, nil
+	}
+	rec, err := r.record(key)
+	if err != nil {
+		// The key was freed; what it held is unreadable.
+		return dlock.Record{Key: key}, true, fmt.Errorf("redislock: break %q: %w", key, err)
+	}
+	return rec, true, nil
+}
+
+// run runs script on n's keys and parses its reply.
+func (b *Backend) run(ctx context.Context, s *redis.Script, n names, args ...any) (reply, error) {
+	v, err := s.Run(ctx, b.rdb, n.keys(), args...).Result()
+	if err != nil {
+		return reply{}, err
+	}
+	return parseReply(v, time.Now())
+}
+
+// call runs fn and returns its result, or ctx's error as soon as ctx ends:
+// go-redis bounds socket reads by its own timeouts unless
+// ContextTimeoutEnabled is set. When ctx wins, fn goes on in the background
+// and late (if not nil) receives its result if it succeeds.
+func call[T any](ctx context.Context, fn func(context.Context) (T, error), late func(T)) (T, error) {
+	if ctx.Done() == nil {
+		return fn(ctx)
+	}
+	var zero T
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	type result struct {
+		v   T
+		err error
+	}
+	var (
+		mu        sync.Mutex
+		abandoned bool
+		done      = make(chan result, 1)
+	)
+	go func() {
+		v, err := fn(ctx)
+		mu.Lock()
+		gone := abandoned
+		if !gone {
+			done <- result{v, err}
+		}
+		mu.Unlock()
+		if gone && err == nil && late != nil {
+			late(v)
+		}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case r := <-done: // it finished meanwhile: use it
+			return r.v, r.err
+		default:
+		}
+		abandoned = true
+		return zero, ctx.Err()
+	}
+}
+
+// fail wraps an error of operation op: context errors stay recognisable, a
+// value of the wrong type is corrupt, anything else is unavailability.
+func (b *Backend) fail(ctx context.Context, op, key string, err error) error {
+	switch {
+	case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || isTimeout(err)):
+		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+		return fmt.Errorf("redislock: %s %q: %w", op, key, err)
+	case errors.Is(err, dlock.ErrCorrupt):
+		return fmt.Errorf("redislock: %s %q: %w", op, key, err)
+	case isRedisError(err) && strings.Contains(err.Error(), "WRONGTYPE"):
+		return fmt.Errorf("redislock: %s %q: %w: key holds a value that is not a lock: %w", op, key, dlock.ErrCorrupt, err)
+	}
+	return fmt.Errorf("redislock: %s %q: %w: %w", op, key, dlock.ErrUnavailable, err)
+}
+
+func isRedisError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
+}
+
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
+}
+
+// reply is a parsed script reply: the server clock, a state and the rest.
+type reply struct {
+	server int64     // server clock, ms since the epoch
+	local  time.Time // caller's clock when the reply was read
+	state  int64
+	vals   []any // vals[0] is the state
+}
+
+func parseReply(v any, local time.Time) (reply, error) {
+	vals, ok := v.([]any)
+	if !ok || len(vals) < 2 {
+		return reply{}, fmt.Errorf("%w: unexpected script reply %v", dlock.ErrCorrupt, v)
+	}
+	server, ok1 := asInt(vals[0])
+	state, ok2 := asInt(vals[1])
+	if !ok1 || !ok2 {
+		return reply{}, fmt.Errorf("%w: unexpected script reply %v", dlock.ErrCorrupt, v)
+	}
+	return reply{server: server, local: local, state: state, vals: vals[1:]}, nil
+}
+
+func (r reply) at(i int) any {
+	if i < len(r.vals) {
+		return r.vals[i]
+	}
+	return nil
+}
+
+// toLocal translates a server instant (ms) to the caller's clock.
+func (r reply) toLocal(ms int64) time.Time {
+	return r.local.Add(time.Duration(ms-r.server) * time.Millisecond)
+}
+
+// record builds the record of a reply in state held, foreign or refreshed:
+// [state, value, pttl, id, fence, at, host, pid, label].
+func (r reply) record(key string) (dlock.Record, error) {
+	rec := dlock.Record{Key: key}
+	if pttl, ok := asInt(r.at(2)); ok && pttl >= 0 {
+		rec.ExpiresAt = r.local.Add(time.Duration(pttl) * time.Millisecond)
+	}
+	if r.state == stateForeign {
+		// Another library's lock: its value plays the token's part.
+		rec.LockID = dlock.LockID(asString(r.at(1)))
+		return rec, nil
+	}
+	rec.LockID = asString(r.at(3))
+	if f := r.at(4); f != nil {
+		fence, ok := asInt(f)
+		if !ok || fence <= 0 {
+			return dlock.Record{}, fmt.Errorf("%w: fence %q", dlock.ErrCorrupt, asString(f))
+		}
+		rec.Fence = uint64(fence)
+	}
+	if at, ok := asInt(r.at(5)); ok {
+		rec.AcquiredAt = r.toLocal(at)
+	}
+	rec.Owner.Host = asString(r.at(6))
+	rec.Owner.PID, _ = strconv.Atoi(asString(r.at(7)))
+	rec.Owner.Label = asString(r.at(8))
+	return rec, nil
+}
+
+func asInt(v any) (int64, bool) {
+	switch v := v.(type) {
+	case int64:
+		return v, true
+	case string:
+		n, err := strconv.ParseInt(v, 10, 64)
+		return n, err == nil
+	}
+	return 0, false
+}
+
+func asString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case int64:
+		return strconv.FormatInt(v, 10)
+	}
+	return ""
+}

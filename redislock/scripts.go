@@ -1,0 +1,194 @@
+package redislock
+
+import "github.com/redis/go-redis/v9"
+
+// Every primitive is one Lua script, run atomically by the server and called
+// by SHA (redis.Script.Run falls back to EVAL when the script cache was
+// flushed). All scripts take the same KEYS, which share one hash slot:
+//
+//	KEYS[1] lock key: the token as a plain string with a PX expiry, so that
+//	        other SET-NX-PX lockers on the same key exclude us and we them
+//	KEYS[2] meta hash: t (SHA-1 of the token), id (lock id), fence, at
+//	        (acquired, server ms), host, pid, label; same PX as the lock key
+//	KEYS[3] fence counter (INCR; never deleted)
+//	KEYS[4] FIFO queue: lock id -> arrival (server microseconds)
+//	KEYS[5] FIFO ticket deadlines: lock id -> server ms
+//
+// Replies are arrays whose first element is the server's clock in ms, so
+// that the caller can turn stored instants into its own clock, and whose
+// second is a state:
+//
+//	0 free
+//	1 held, with dlock metadata: false, pttl, id, fence, at, host, pid, label
+//	2 held without dlock metadata (another library's lock): value, pttl
+//	3 granted: fence
+//	4 free but queued for (FIFO): head ticket id, ms until its deadline
+//	5 refreshed: as 1
+const (
+	stateFree = iota
+	stateHeld
+	stateForeign
+	stateGranted
+	stateQueued
+	stateRefreshed
+)
+
+// prelude defines what every script shares: the server time and holder().
+const prelude = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function reply(r)
+  table.insert(r, 1, now)
+  return r
+end
+local function meta()
+  return redis.call('HMGET', KEYS[2], 't', 'id', 'fence', 'at', 'host', 'pid', 'label')
+end
+local function holder()
+  local v = redis.call('GET', KEYS[1])
+  if not v then return {0} end
+  local pttl = redis.call('PTTL', KEYS[1])
+  local f = meta()
+  if f[1] == redis.sha1hex(v) then
+    return {1, false, pttl, f[2], f[3], f[4], f[5], f[6], f[7]}
+  end
+  return {2, v, pttl}
+end
+`
+
+// acquireScript: ARGV token, ttl ms, lock id, host, pid, label, mode (0
+// plain; 1 FIFO order without queueing, for a caller that will not wait; 2
+// FIFO order and queue a ticket), FIFO grace ms.
+var acquireScript = redis.NewScript(prelude + `
+local token, ttl, id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local mode, grace = tonumber(ARGV[7]), tonumber(ARGV[8])
+
+local function grant()
+  if not redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl) then return nil end
+  local fence = redis.call('INCR', KEYS[3])
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[2], 't', redis.sha1hex(token), 'id', id, 'fence', fence,
+    'at', now, 'host', ARGV[4], 'pid', ARGV[5], 'label', ARGV[6])
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  return {3, fence}
+end
+
+if mode == 0 then
+  return reply(grant() or holder())
+end
+
+-- FIFO. Drop the tickets of waiters that stopped renewing them.
+local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
+for i = 1, #dead, 100 do
+  local chunk = {unpack(dead, i, math.min(i + 99, #dead))}
+  redis.call('ZREM', KEYS[4], unpack(chunk))
+  redis.call('ZREM', KEYS[5], unpack(chunk))
+end
+
+-- enqueue takes (or keeps) a place in the queue, valid until the caller
+-- is due to try again (wait ms) plus the grace.
+local function enqueue(wait)
+  if mode ~= 2 then return end
+  redis.call('ZADD', KEYS[4], 'NX', tonumber(t[1]) * 1000000 + tonumber(t[2]), id)
+  redis.call('ZADD', KEYS[5], 'GT', now + wait + grace, id)
+  local last = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', KEYS[4], last[2])
+  redis.call('PEXPIREAT', KEYS[5], last[2])
+end
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local head, deadline
+  while true do
+    local h = redis.call('ZRANGE', KEYS[4], 0, 0)
+    if #h == 0 then break end
+    deadline = redis.call('ZSCORE', KEYS[5], h[1])
+    if deadline then head = h[1] break end
+    redis.call('ZREM', KEYS[4], h[1])
+  end
+  if head == nil or head == id then
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('ZREM', KEYS[5], id)
+    return reply(grant())
+  end
+  -- The head was woken when the key was freed; if it does not come within
+  -- the grace (it died, or missed the wake-up), it loses its place.
+  deadline = tonumber(deadline)
+  if deadline > now + grace then
+    deadline = now + grace
+    redis.call('ZADD', KEYS[5], 'XX', deadline, head)
+  end
+  local wait = math.max(deadline - now, 0)
+  enqueue(wait)
+  return reply({4, head, wait})
+end
+local h = holder()
+local wait = h[3]
+if wait == nil or wait < 0 then wait = 1000 end
+enqueue(wait)
+return reply(h)
+`)
+
+// refreshScript: ARGV token, ttl ms.
+var refreshScript = redis.NewScript(prelude + `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return reply({0}) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local f = meta()
+return reply({5, false, tonumber(ARGV[2]), f[2], f[3], f[4], f[5], f[6], f[7]})
+`)
+
+// releaseScript: ARGV token, lock id, channel. A release also drops the
+// token's FIFO ticket, which an abandoned acquire may have left.
+var releaseScript = redis.NewScript(prelude + `
+redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('ZREM', KEYS[5], ARGV[2])
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return reply({0}) end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('PUBLISH', ARGV[3], '')
+return reply({1})
+`)
+
+// dequeueScript drops the FIFO ticket of a waiter that gave up: ARGV lock
+// id, channel. If it was first in line and the key is free, the others are
+// woken, since they wait for it.
+var dequeueScript = redis.NewScript(prelude + `
+local head = redis.call('ZRANGE', KEYS[4], 0, 0)
+local n = redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+if n == 1 and head[1] == ARGV[1] and redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('PUBLISH', ARGV[2], '')
+end
+return reply({n})
+`)
+
+// inspectScript reads the holder.
+var inspectScript = redis.NewScript(prelude + `
+return reply(holder())
+`)
+
+// breakScript frees the key whatever its token: ARGV channel.
+var breakScript = redis.NewScript(prelude + `
+local h = holder()
+if h[1] ~= 0 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('PUBLISH', ARGV[1], '')
+end
+return reply(h)
+`)
+
+// cleanupScript removes a meta hash whose lease is gone or was replaced by
+// another library's lock: ARGV channel.
+var cleanupScript = redis.NewScript(prelude + `
+local sum = redis.call('HGET', KEYS[2], 't')
+if not sum then return reply({0}) end
+local v = redis.call('GET', KEYS[1])
+if v and redis.sha1hex(v) == sum then return reply({0}) end
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[1], '')
+return reply({1})
+`)
+
+var allScripts = []*redis.Script{
+	acquireScript, refreshScript, releaseScript, dequeueScript,
+	inspectScript, breakScript, cleanupScript,
+}
