@@ -94,5 +94,23 @@ type Notifier interface {
 	// cleanup of key that happens after Subscribe returns. Spurious wake-ups
 	// are allowed. Expiry need not be signalled: the core also wakes at the
 	// holder's expiry. cancel stops watching and must be called.
+	//
+	// The context of a Subscribe, and of every Acquire call the same waiting
+	// [Client.Acquire] makes, carries the lock id it asks for (see
+	// [WaitingLockID]), so that a backend can tie the subscription to the
+	// attempts it wakes: a FIFO queue wakes exactly the waiter whose turn
+	// it is.
 	Subscribe(ctx context.Context, key string) (changed <-chan struct{}, cancel func(), err error)
+}
+
+type waitingKey struct{}
+
+// WaitingLockID returns the lock id that the waiting [Client.Acquire] that
+// made ctx asks for, if ctx was made by one: the core passes such a context
+// to [Notifier.Subscribe] and to each of that wait's [Backend.Acquire]
+// calls. A backend can thus tell a waiter's attempt (ok and id equal to the
+// request's LockID) from a one-shot TryAcquire.
+func WaitingLockID(ctx context.Context) (id string, ok bool) {
+	id, ok = ctx.Value(waitingKey{}).(string)
+	return id, ok
 }

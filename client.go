@@ -79,6 +79,7 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...Option) (*Lock
 	}
 	var changed <-chan struct{}
 	if n, ok := c.backend.(Notifier); ok && o.maxWait != 0 {
+		waitCtx = context.WithValue(waitCtx, waitingKey{}, req.LockID)
 		// Subscribe before the first attempt so that a release between a
 		// failed attempt and the wait is not missed.
 		ch, cancel, err := n.Subscribe(waitCtx, key)

@@ -3,7 +3,9 @@ package dlock_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -249,5 +251,82 @@ func TestDoPanicReleases(t *testing.T) {
 	}
 	if n := f.Calls(dlocktest.OpRelease); n != 1 {
 		t.Errorf("Release called %d times, want 1", n)
+	}
+}
+
+// waitSpy records the lock id the core attaches to the contexts of
+// Subscribe and Acquire calls.
+type waitSpy struct {
+	*memlock.Backend
+	mu        sync.Mutex
+	subscribe []string
+	acquire   map[string][]string // by request lock id: the context's ids
+	waited    chan struct{}       // receives after each waiter's attempt
+}
+
+func (s *waitSpy) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	id, _ := dlock.WaitingLockID(ctx)
+	s.mu.Lock()
+	s.subscribe = append(s.subscribe, id)
+	s.mu.Unlock()
+	return s.Backend.Subscribe(ctx, key)
+}
+
+func (s *waitSpy) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
+	id, ok := dlock.WaitingLockID(ctx)
+	if !ok {
+		id = "none"
+	}
+	s.mu.Lock()
+	s.acquire[req.LockID] = append(s.acquire[req.LockID], id)
+	s.mu.Unlock()
+	rec, ok, err := s.Backend.Acquire(ctx, req)
+	if id != "none" {
+		s.waited <- struct{}{}
+	}
+	return rec, ok, err
+}
+
+// A waiting Acquire marks its subscription and each of its attempts with
+// its lock id; a TryAcquire marks nothing.
+func TestWaitingLockID(t *testing.T) {
+	spy := &waitSpy{Backend: memlock.New(), acquire: map[string][]string{}, waited: make(chan struct{}, 100)}
+	c := dlock.New(spy)
+	ctx := t.Context()
+	key := uniqueKey(t)
+	holder := mustTry(t, c, key)
+	got := make(chan *dlock.Lock, 1)
+	go func() {
+		l, err := c.Acquire(ctx, key, dlock.WithMaxWait(time.Minute))
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}()
+	<-spy.waited // its first attempt was denied
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waiter := <-got
+	if waiter == nil {
+		t.FailNow()
+	}
+	defer waiter.Release(ctx)
+	spy.mu.Lock()
+	defer spy.mu.Unlock()
+	if want := []string{waiter.LockID()}; !slices.Equal(spy.subscribe, want) {
+		t.Errorf("Subscribe contexts carried %q, want %q", spy.subscribe, want)
+	}
+	if ids := spy.acquire[holder.LockID()]; !slices.Equal(ids, []string{"none"}) {
+		t.Errorf("TryAcquire's context carried %q, want none", ids)
+	}
+	ids := spy.acquire[waiter.LockID()]
+	if len(ids) < 2 {
+		t.Errorf("waiter made %d attempts, want at least 2 (one before and one after the release)", len(ids))
+	}
+	for _, id := range ids {
+		if id != waiter.LockID() {
+			t.Errorf("waiter's attempt context carried %q, want %q", id, waiter.LockID())
+		}
 	}
 }

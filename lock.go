@@ -156,11 +156,13 @@ func (l *Lock) Err() error {
 	return context.Cause(l.ctx)
 }
 
-// lost fires the lost signal (once; later calls do nothing).
+// lost fires the lost signal (once; later calls do nothing). The lock
+// leaves the client's held set first, so that whoever sees Done fire also
+// sees it gone from Stats and ReleaseAll.
 func (l *Lock) lost(cause error) {
-	l.cancel(cause)
-	l.expiry.Stop()
 	l.client.untrack(l)
+	l.expiry.Stop()
+	l.cancel(cause)
 }
 
 // checkValidity runs when the validity timer fires. A refresh may have moved

@@ -21,7 +21,7 @@ const (
 )
 
 // List implements [dlock.Lister]. It SCANs (never KEYS) every master for
-// the metadata hashes of keys under prefix, then reads each lease with one
+// the metadata of keys under prefix, then reads each lease with one
 // script call per key, pipelined. It lists leases taken through dlock:
 // another library's lock on a key has no metadata and is not listed
 // (Inspect reports it).
@@ -97,9 +97,9 @@ func (b *Backend) Cleanup(ctx context.Context) (int, error) {
 }
 
 // scan returns the keys (without the backend's prefix) under prefix that
-// have a metadata hash, from every master.
+// have metadata, from every master.
 func (b *Backend) scan(ctx context.Context, prefix string) ([]string, error) {
-	return call(ctx, func(ctx context.Context) ([]string, error) { return b.scanAll(ctx, prefix) }, nil)
+	return call(ctx, b.direct, func(ctx context.Context) ([]string, error) { return b.scanAll(ctx, prefix) }, nil)
 }
 
 func (b *Backend) scanAll(ctx context.Context, prefix string) ([]string, error) {
@@ -110,7 +110,7 @@ func (b *Backend) scanAll(ctx context.Context, prefix string) ([]string, error) 
 		keys []string
 	)
 	scanNode := func(ctx context.Context, c redis.Cmdable) error {
-		it := c.ScanType(ctx, 0, pattern, scanCount, "hash").Iterator()
+		it := c.ScanType(ctx, 0, pattern, scanCount, "string").Iterator()
 		for it.Next(ctx) {
 			meta := it.Val()
 			k, ok := lockKeyOfMeta(meta)
@@ -152,7 +152,7 @@ func (b *Backend) runAll(ctx context.Context, s *redis.Script, keys []string, ar
 	out := make([]reply, 0, len(keys))
 	for start := 0; start < len(keys); start += batch {
 		chunk := keys[start:min(start+batch, len(keys))]
-		replies, err := call(ctx, func(ctx context.Context) ([]reply, error) {
+		replies, err := call(ctx, b.direct, func(ctx context.Context) ([]reply, error) {
 			return b.runBatch(ctx, s, chunk, args)
 		}, nil)
 		if err != nil {

@@ -23,9 +23,11 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformanceFIFO also uses the recommended client settings
+// (ContextTimeoutEnabled), under which calls run on the caller's goroutine.
 func TestConformanceFIFO(t *testing.T) {
 	t.Parallel()
-	rdb := newClient(t, startRedis(t).Addr)
+	rdb := newDirectClient(t, startRedis(t).Addr)
 	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
 		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()), redislock.WithFIFO(true))
 	})
@@ -51,7 +53,7 @@ func TestConformanceNoPrefix(t *testing.T) {
 func TestConformanceCluster(t *testing.T) {
 	t.Parallel()
 	cluster := testserver.StartRedisCluster(t, 3)
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs()})
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
 	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
 		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()))

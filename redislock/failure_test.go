@@ -3,6 +3,7 @@ package redislock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -70,10 +71,17 @@ func TestServerDown(t *testing.T) {
 }
 
 // TestSlowServer talks to a "server" that accepts connections and never
-// answers. The client has go-redis's default timeouts (seconds) and no
-// ContextTimeoutEnabled; each call must still end at the caller's deadline
-// with an error that says so.
+// answers. The client has go-redis's default timeouts (seconds), with and
+// without ContextTimeoutEnabled (the backend then calls on its own
+// goroutine, or on the caller's); each call must still end at the caller's
+// deadline with an error that says so.
 func TestSlowServer(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ContextTimeoutEnabled=%v", direct), func(t *testing.T) { testSlowServer(t, direct) })
+	}
+}
+
+func testSlowServer(t *testing.T, direct bool) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -95,6 +103,9 @@ func TestSlowServer(t *testing.T) {
 		}
 	}()
 	rdb := newClient(t, ln.Addr().String())
+	if direct {
+		rdb = newDirectClient(t, ln.Addr().String())
+	}
 	c := dlock.New(newBackend(t, rdb))
 	const deadline = 200 * time.Millisecond
 	for name, op := range map[string]func(ctx context.Context) error{

@@ -2,38 +2,25 @@ package redislock
 
 import (
 	"context"
-	"reflect"
-	"slices"
 	"sync"
 
 	"github.com/dlock-dev/dlock"
 )
 
 // fifoState is the Go side of FIFO order. The queue itself lives in Redis;
-// here the backend remembers which calls are waiting and which tickets its
-// waiters hold, so that a waiter that gives up leaves the queue at once
-// instead of blocking it until its ticket lapses.
+// here the backend remembers which tickets its waiters hold, so that a
+// waiter that gives up leaves the queue at once instead of blocking it
+// until its ticket lapses.
 //
-// The core's wait loop knows nothing about tickets. It subscribes to the
-// key and then calls Acquire, both with the same context, until it is
-// granted or the context ends. So each subscription on (context, key)
-// claims the first new token that Acquire sees with that context and key:
-// that token's calls come from a waiter, which joins the queue. Any other
-// Acquire (a TryAcquire) only respects the queue. A ticket is dropped when
-// it is granted, released (the core's cleanup after a failed acquire), or
-// when the waiter's context ends.
+// The core marks the context of a waiting Acquire with the lock id it asks
+// for ([dlock.WaitingLockID]); an Acquire call with that lock id comes
+// from a waiter and joins the queue. Any other Acquire (a TryAcquire) only
+// respects the queue. A ticket is dropped when it is granted, released
+// (the core's cleanup after a failed acquire), or when the waiter's
+// context ends.
 type fifoState struct {
 	mu      sync.Mutex
-	waits   map[waitKey][]*sub // live subscriptions
 	tickets map[string]*ticket // by lock id
-}
-
-// sub is one live subscription; claimed once a token was tied to it.
-type sub struct{ claimed bool }
-
-type waitKey struct {
-	ctx context.Context
-	key string
 }
 
 // ticket is a queue place held by one of this backend's waiters.
@@ -46,59 +33,14 @@ type ticket struct {
 }
 
 func (q *fifoState) init() {
-	q.waits = make(map[waitKey][]*sub)
 	q.tickets = make(map[string]*ticket)
 }
 
-// comparable reports whether ctx can be a map key. Contexts are pointers
-// in practice, but a caller's own context type might not be comparable.
-func comparable(ctx context.Context) bool { return reflect.TypeOf(ctx).Comparable() }
-
-// add records a subscription and returns it, for remove.
-func (q *fifoState) add(ctx context.Context, key string) *sub {
-	s := &sub{}
-	if !comparable(ctx) {
-		return s
-	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	k := waitKey{ctx, key}
-	q.waits[k] = append(q.waits[k], s)
-	return s
-}
-
-func (q *fifoState) remove(ctx context.Context, key string, s *sub) {
-	if !comparable(ctx) {
-		return
-	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	k := waitKey{ctx, key}
-	q.waits[k] = slices.DeleteFunc(q.waits[k], func(x *sub) bool { return x == s })
-	if len(q.waits[k]) == 0 {
-		delete(q.waits, k)
-	}
-}
-
-// waiting reports whether an Acquire of key with ctx and lock id comes from
-// a waiter: its token already holds a ticket, or a subscription on (ctx,
-// key) has not claimed a token yet and now claims this one.
-func (q *fifoState) waiting(ctx context.Context, key, id string) bool {
-	if !comparable(ctx) {
-		return false
-	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.tickets[id] != nil {
-		return true
-	}
-	for _, s := range q.waits[waitKey{ctx, key}] {
-		if !s.claimed {
-			s.claimed = true
-			return true
-		}
-	}
-	return false
+// waiting reports whether an Acquire with ctx for lock id comes from a
+// waiter.
+func waiting(ctx context.Context, id string) bool {
+	w, ok := dlock.WaitingLockID(ctx)
+	return ok && w == id
 }
 
 // hold returns the ticket of req's token, arranging for it to leave the
@@ -148,8 +90,8 @@ func (t *ticket) dequeue() {
 	defer cancel()
 	n := t.b.names(t.key)
 	// On failure the ticket lapses at its deadline.
-	_, _ = call(ctx, func(ctx context.Context) (reply, error) {
-		return t.b.run(ctx, dequeueScript, n, t.id, n.channel)
+	_, _ = call(ctx, t.b.direct, func(ctx context.Context) (reply, error) {
+		return t.b.run(ctx, dequeueScript, n.keys(), t.id, n.channel)
 	}, nil)
 }
 

@@ -25,6 +25,16 @@ func newClient(t testing.TB, addr string) *redis.Client {
 	return c
 }
 
+// newDirectClient is newClient with ContextTimeoutEnabled, as the docs
+// recommend: go-redis then ends calls at their deadline itself and the
+// backend makes them on the caller's goroutine.
+func newDirectClient(t testing.TB, addr string) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // newBackend returns a backend on rdb, closed when t ends.
 func newBackend(t testing.TB, rdb redis.UniversalClient, opts ...redislock.Option) *redislock.Backend {
 	t.Helper()

@@ -11,11 +11,12 @@ import (
 // Cluster.
 type names struct {
 	lock    string // prefix + user key: holds the token, PX expiry
-	meta    string // hash: lock id, fence, owner, acquired time; same PX
+	meta    string // MessagePack: lock id, fence, owner, acquired time; same PX
 	fence   string // counter, never deleted by dlock
 	queue   string // FIFO: sorted set of tickets by arrival
 	expiry  string // FIFO: sorted set of tickets by deadline
 	channel string // PUBLISHed on release, break and cleanup
+	tag     string // "{tag}": puts a helper key in the lock key's slot
 }
 
 // Suffixes of the helper keys. A helper key is "{tag}" + suffix + lock key,
@@ -25,6 +26,7 @@ const (
 	fenceInfix  = ":dlock:fence:"
 	queueInfix  = ":dlock:queue:"
 	expiryInfix = ":dlock:qexp:"
+	voidInfix   = ":dlock:void:"
 	channelPfx  = "dlock:wake:"
 )
 
@@ -38,10 +40,14 @@ func (b *Backend) names(key string) names {
 		queue:   tag + queueInfix + k,
 		expiry:  tag + expiryInfix + k,
 		channel: channelPfx + k,
+		tag:     tag,
 	}
 }
 
 func (n names) keys() []string { return []string{n.lock, n.meta, n.fence, n.queue, n.expiry} }
+
+// tokenKeys are keys() and the void mark of the token with lock id id.
+func (n names) tokenKeys(id string) []string { return append(n.keys(), n.tag+voidInfix+id) }
 
 // lockKeyOfMeta returns the lock key a meta key belongs to. The tag in front
 // never contains '}', so the first "}" + metaInfix ends it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,14 +30,24 @@ const (
 // notifier multiplexes every key the Backend's waiters watch over one
 // go-redis PubSub (one connection): SUBSCRIBE when a key gets its first
 // waiter, UNSUBSCRIBE when its last leaves. One goroutine reads the
-// connection and wakes the waiters of each channel a message names.
+// connection and wakes waiters of the channel a message names.
+//
+// A release frees the key for one waiter, so a message wakes one waiter
+// of this process, not all of them (each would cost a round trip and all
+// but one would lose): the waiters take turns in subscription order. The
+// woken waiter holds the baton until it leaves; if it leaves (granted,
+// given up or failed), the next waiter is woken in its place, so a wake-up
+// is never lost with a waiter that did not use it. With FIFO, a release
+// names the lock id of the queue's head and only the waiter holding that
+// ticket is woken, in whichever process it waits.
 //
 // go-redis reconnects and resubscribes by itself after a network error.
 // Messages published meanwhile are lost, so every waiter is woken then (a
 // spurious wake-up costs one acquire attempt); the core also wakes waiters
 // at the holder's expiry, whatever happens here.
 type notifier struct {
-	rdb redis.UniversalClient
+	rdb  redis.UniversalClient
+	fifo bool // messages without a head wake every waiter (see wake)
 
 	mu     sync.Mutex
 	ps     *redis.PubSub // nil until the first Subscribe
@@ -56,11 +67,26 @@ type notifier struct {
 // confirmed, so ready is closed when the replies to every SUBSCRIBE sent so
 // far have arrived.
 type channelState struct {
-	waiters    map[chan struct{}]struct{}
-	subscribed bool // SUBSCRIBE sent and not followed by UNSUBSCRIBE
-	pending    int  // subscribe replies still to come
+	waiters    []*waiter // in turn order: the next to wake is first
+	baton      *waiter   // woken by the latest message, still subscribed
+	subscribed bool      // SUBSCRIBE sent and not followed by UNSUBSCRIBE
+	pending    int       // subscribe replies still to come
 	ready      chan struct{}
 	fail       *writeFailure // of the latest SUBSCRIBE
+}
+
+// waiter is one subscription.
+type waiter struct {
+	ch chan struct{} // capacity 1: a wake-up is pending
+	id string        // lock id the waiting Acquire asks for (FIFO ticket)
+}
+
+// signal wakes w unless a wake-up is already pending.
+func (w *waiter) signal() {
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
 }
 
 // writeFailure is closed (done) with err set when a SUBSCRIBE could not be
@@ -77,8 +103,9 @@ type wireOp struct {
 	fail      *writeFailure // for SUBSCRIBE
 }
 
-func (n *notifier) init(rdb redis.UniversalClient) {
+func (n *notifier) init(rdb redis.UniversalClient, fifo bool) {
 	n.rdb = rdb
+	n.fifo = fifo
 	n.chans = make(map[string]*channelState)
 	n.stop = make(chan struct{})
 	n.opReady = make(chan struct{}, 1)
@@ -122,9 +149,10 @@ func (n *notifier) write(ps *redis.PubSub) {
 	}
 }
 
-// subscribe returns a buffered channel that receives after every message
-// on channel, once the server has confirmed the subscription.
-func (n *notifier) subscribe(ctx context.Context, channel string) (<-chan struct{}, func(), error) {
+// subscribe returns a waiter whose buffered channel receives when a
+// message on channel is meant for it (see notifier), once the server has
+// confirmed the subscription.
+func (n *notifier) subscribe(ctx context.Context, channel string) (*waiter, func(), error) {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -137,11 +165,12 @@ func (n *notifier) subscribe(ctx context.Context, channel string) (<-chan struct
 	}
 	st := n.chans[channel]
 	if st == nil {
-		st = &channelState{waiters: make(map[chan struct{}]struct{})}
+		st = &channelState{}
 		n.chans[channel] = st
 	}
-	ch := make(chan struct{}, 1)
-	st.waiters[ch] = struct{}{}
+	id, _ := dlock.WaitingLockID(ctx)
+	w := &waiter{ch: make(chan struct{}, 1), id: id}
+	st.waiters = append(st.waiters, w)
 	if !st.subscribed {
 		if st.pending == 0 {
 			st.ready = make(chan struct{})
@@ -155,12 +184,12 @@ func (n *notifier) subscribe(ctx context.Context, channel string) (<-chan struct
 	n.mu.Unlock()
 
 	var once sync.Once
-	cancel := func() { once.Do(func() { n.unsubscribe(channel, ch) }) }
+	cancel := func() { once.Do(func() { n.unsubscribe(channel, w) }) }
 	timer := time.NewTimer(subscribeTimeout)
 	defer timer.Stop()
 	select {
 	case <-ready:
-		return ch, cancel, nil
+		return w, cancel, nil
 	case <-fail.done:
 		cancel()
 		return nil, nil, fmt.Errorf("redislock: subscribe: %w: %w", dlock.ErrUnavailable, fail.err)
@@ -173,14 +202,22 @@ func (n *notifier) subscribe(ctx context.Context, channel string) (<-chan struct
 	}
 }
 
-func (n *notifier) unsubscribe(channel string, ch chan struct{}) {
+func (n *notifier) unsubscribe(channel string, w *waiter) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	st := n.chans[channel]
 	if st == nil {
 		return
 	}
-	delete(st.waiters, ch)
+	st.waiters = slices.DeleteFunc(st.waiters, func(x *waiter) bool { return x == w })
+	if st.baton == w {
+		// It leaves with the turn it was given, used or not: pass it on.
+		// If it was granted, the next one finds the key held and waits.
+		st.baton = nil
+		if !n.fifo {
+			st.wakeOne()
+		}
+	}
 	if len(st.waiters) == 0 && st.subscribed {
 		st.subscribed = false
 		if !n.closed {
@@ -233,7 +270,7 @@ func (n *notifier) read(ps *redis.PubSub) {
 				n.confirmed(m.Channel)
 			}
 		case *redis.Message:
-			n.wake(m.Channel)
+			n.wake(m.Channel, m.Payload)
 		}
 	}
 }
@@ -254,7 +291,7 @@ func (n *notifier) confirmed(channel string) {
 			close(st.ready)
 		}
 	} else {
-		wakeAll(st)
+		st.wakeAll()
 	}
 	n.gc(channel, st)
 }
@@ -272,25 +309,53 @@ func (n *notifier) lost() {
 				st.pending = 1
 			}
 		}
-		wakeAll(st)
+		st.wakeAll()
 		n.gc(channel, st)
 	}
 }
 
-func (n *notifier) wake(channel string) {
+// wake handles a message. Its payload is the lock id of the FIFO queue's
+// head when the publisher knew one: only that waiter is woken, if it waits
+// here. Otherwise one waiter is woken, or with FIFO all of them, since any
+// of them may be the head.
+func (n *notifier) wake(channel, head string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if st := n.chans[channel]; st != nil {
-		wakeAll(st)
+	st := n.chans[channel]
+	switch {
+	case st == nil:
+	case head != "":
+		for _, w := range st.waiters {
+			if w.id == head {
+				w.signal()
+				break
+			}
+		}
+	case n.fifo:
+		st.wakeAll()
+	default:
+		st.wakeOne()
 	}
 }
 
-func wakeAll(st *channelState) {
-	for ch := range st.waiters {
-		select {
-		case ch <- struct{}{}:
-		default: // a wake-up is already pending
-		}
+// wakeOne wakes the waiter whose turn it is and moves it to the back.
+// Callers hold n.mu.
+func (st *channelState) wakeOne() {
+	if len(st.waiters) == 0 {
+		return
+	}
+	w := st.waiters[0]
+	copy(st.waiters, st.waiters[1:])
+	st.waiters[len(st.waiters)-1] = w
+	st.baton = w
+	w.signal()
+}
+
+// wakeAll wakes every waiter, for events after which any of them may
+// succeed. Callers hold n.mu.
+func (st *channelState) wakeAll() {
+	for _, w := range st.waiters {
+		w.signal()
 	}
 }
 
@@ -308,7 +373,7 @@ func (n *notifier) close() error {
 	n.closed = true
 	close(n.stop)
 	for _, st := range n.chans {
-		wakeAll(st)
+		st.wakeAll()
 	}
 	if ps := n.ps; ps != nil {
 		go func() { _ = ps.Close() }()
@@ -321,22 +386,12 @@ func (n *notifier) close() error {
 // [Backend.Close].
 func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
 	n := b.names(key)
-	ch, cancel, err := b.notify.subscribe(ctx, n.channel)
+	w, cancel, err := b.notify.subscribe(ctx, n.channel)
 	if err != nil {
 		if errors.Is(err, dlock.ErrUnavailable) {
 			return nil, nil, err
 		}
 		return nil, nil, b.fail(ctx, "subscribe", key, err)
 	}
-	if !b.fifo {
-		return ch, cancel, nil
-	}
-	s := b.queue.add(ctx, key)
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			b.queue.remove(ctx, key, s)
-			cancel()
-		})
-	}, nil
+	return w.ch, cancel, nil
 }

@@ -8,15 +8,23 @@ import "github.com/redis/go-redis/v9"
 //
 //	KEYS[1] lock key: the token as a plain string with a PX expiry, so that
 //	        other SET-NX-PX lockers on the same key exclude us and we them
-//	KEYS[2] meta hash: t (SHA-1 of the token), id (lock id), fence, at
-//	        (acquired, server ms), host, pid, label; same PX as the lock key
+//	KEYS[2] meta: a MessagePack sequence of the token's SHA-1, lock id,
+//	        fence, acquired time (the acquirer's clock, ms since the epoch),
+//	        host, pid, label; same PX as the lock key
 //	KEYS[3] fence counter (INCR; never deleted)
 //	KEYS[4] FIFO queue: lock id -> arrival (server microseconds)
 //	KEYS[5] FIFO ticket deadlines: lock id -> server ms
+//	KEYS[6] (acquire and release only) void mark of the caller's token: set
+//	        by a release that found the token not holding the key, so that
+//	        an acquire with that token still in flight (the caller gave up
+//	        on it) is refused when it lands instead of taking the key
 //
-// Replies are arrays whose first element is the server's clock in ms, so
-// that the caller can turn stored instants into its own clock, and whose
-// second is a state:
+// Each redis.call costs the server a few microseconds, several times what
+// the command itself costs, so the common paths make as few as they can:
+// an uncontended acquire makes four (EXISTS, SET, INCR, SET), a release
+// three (GET, DEL, PUBLISH). Only FIFO reads the server's clock.
+//
+// Replies are arrays whose first element is a state:
 //
 //	0 free
 //	1 held, with dlock metadata: false, pttl, id, fence, at, host, pid, label
@@ -24,6 +32,7 @@ import "github.com/redis/go-redis/v9"
 //	3 granted: fence
 //	4 free but queued for (FIFO): head ticket id, ms until its deadline
 //	5 refreshed: as 1
+//	6 refused: the token was released before this acquire landed
 const (
 	stateFree = iota
 	stateHeld
@@ -31,26 +40,25 @@ const (
 	stateGranted
 	stateQueued
 	stateRefreshed
+	stateVoid
 )
 
-// prelude defines what every script shares: the server time and holder().
-const prelude = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function reply(r)
-  table.insert(r, 1, now)
-  return r
-end
-local function meta()
-  return redis.call('HMGET', KEYS[2], 't', 'id', 'fence', 'at', 'host', 'pid', 'label')
-end
+// voidTTLms is how long a void mark lasts: far longer than a request can
+// sit in a socket buffer.
+const voidTTLms = "600000"
+
+// holderLua defines holder(), the state of the lock key as a reply.
+const holderLua = `
 local function holder()
   local v = redis.call('GET', KEYS[1])
   if not v then return {0} end
   local pttl = redis.call('PTTL', KEYS[1])
-  local f = meta()
-  if f[1] == redis.sha1hex(v) then
-    return {1, false, pttl, f[2], f[3], f[4], f[5], f[6], f[7]}
+  local m = redis.call('GET', KEYS[2])
+  if m then
+    local sum, id, fence, at, host, pid, label = cmsgpack.unpack(m)
+    if sum == redis.sha1hex(v) then
+      return {1, false, pttl, id, fence, at, host, pid, label}
+    end
   end
   return {2, v, pttl}
 end
@@ -58,26 +66,29 @@ end
 
 // acquireScript: ARGV token, ttl ms, lock id, host, pid, label, mode (0
 // plain; 1 FIFO order without queueing, for a caller that will not wait; 2
-// FIFO order and queue a ticket), FIFO grace ms.
-var acquireScript = redis.NewScript(prelude + `
-local token, ttl, id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local mode, grace = tonumber(ARGV[7]), tonumber(ARGV[8])
+// FIFO order and queue a ticket), FIFO grace ms, acquired time ms.
+var acquireScript = redis.NewScript(holderLua + `
+local token, ttl, id = ARGV[1], ARGV[2], ARGV[3]
+local mode = tonumber(ARGV[7])
+
+if redis.call('EXISTS', KEYS[6]) == 1 then return {6} end
 
 local function grant()
   if not redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl) then return nil end
   local fence = redis.call('INCR', KEYS[3])
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[2], 't', redis.sha1hex(token), 'id', id, 'fence', fence,
-    'at', now, 'host', ARGV[4], 'pid', ARGV[5], 'label', ARGV[6])
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('SET', KEYS[2], cmsgpack.pack(redis.sha1hex(token), id, fence,
+    tonumber(ARGV[9]), ARGV[4], ARGV[5], ARGV[6]), 'PX', ttl)
   return {3, fence}
 end
 
 if mode == 0 then
-  return reply(grant() or holder())
+  return grant() or holder()
 end
 
 -- FIFO. Drop the tickets of waiters that stopped renewing them.
+local grace = tonumber(ARGV[8])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
 for i = 1, #dead, 100 do
   local chunk = {unpack(dead, i, math.min(i + 99, #dead))}
@@ -108,7 +119,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   if head == nil or head == id then
     redis.call('ZREM', KEYS[4], id)
     redis.call('ZREM', KEYS[5], id)
-    return reply(grant())
+    return grant()
   end
   -- The head was woken when the key was freed; if it does not come within
   -- the grace (it died, or missed the wake-up), it loses its place.
@@ -119,73 +130,91 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   end
   local wait = math.max(deadline - now, 0)
   enqueue(wait)
-  return reply({4, head, wait})
+  return {4, head, wait}
 end
 local h = holder()
 local wait = h[3]
 if wait == nil or wait < 0 then wait = 1000 end
 enqueue(wait)
-return reply(h)
+return h
 `)
 
 // refreshScript: ARGV token, ttl ms.
-var refreshScript = redis.NewScript(prelude + `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return reply({0}) end
+var refreshScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local m = redis.call('GET', KEYS[2])
+if not m then return {5, false, tonumber(ARGV[2])} end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-local f = meta()
-return reply({5, false, tonumber(ARGV[2]), f[2], f[3], f[4], f[5], f[6], f[7]})
+local sum, id, fence, at, host, pid, label = cmsgpack.unpack(m)
+return {5, false, tonumber(ARGV[2]), id, fence, at, host, pid, label}
 `)
 
-// releaseScript: ARGV token, lock id, channel. A release also drops the
-// token's FIFO ticket, which an abandoned acquire may have left.
-var releaseScript = redis.NewScript(prelude + `
-redis.call('ZREM', KEYS[4], ARGV[2])
-redis.call('ZREM', KEYS[5], ARGV[2])
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return reply({0}) end
+// releaseScript: ARGV token, lock id, channel, FIFO (1 or 0). A token that
+// does not hold the key is marked void (KEYS[6]). The release is published
+// to wake a waiter; with FIFO it also drops the token's ticket (an
+// abandoned acquire may have left one) and names the queue's head if its
+// ticket is live: the one waiter the key is for.
+var releaseScript = redis.NewScript(`
+local head = ''
+if ARGV[4] == '1' then
+  redis.call('ZREM', KEYS[4], ARGV[2])
+  redis.call('ZREM', KEYS[5], ARGV[2])
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local h = redis.call('ZRANGE', KEYS[4], 0, 0)
+  if #h > 0 and (tonumber(redis.call('ZSCORE', KEYS[5], h[1]) or 0)) > now then
+    head = h[1]
+  end
+end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  redis.call('SET', KEYS[6], '1', 'PX', ` + voidTTLms + `)
+  return {0}
+end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('PUBLISH', ARGV[3], '')
-return reply({1})
+redis.call('PUBLISH', ARGV[3], head)
+return {1}
 `)
 
 // dequeueScript drops the FIFO ticket of a waiter that gave up: ARGV lock
 // id, channel. If it was first in line and the key is free, the others are
 // woken, since they wait for it.
-var dequeueScript = redis.NewScript(prelude + `
+var dequeueScript = redis.NewScript(`
 local head = redis.call('ZRANGE', KEYS[4], 0, 0)
 local n = redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 if n == 1 and head[1] == ARGV[1] and redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('PUBLISH', ARGV[2], '')
 end
-return reply({n})
+return {n}
 `)
 
 // inspectScript reads the holder.
-var inspectScript = redis.NewScript(prelude + `
-return reply(holder())
+var inspectScript = redis.NewScript(holderLua + `
+return holder()
 `)
 
 // breakScript frees the key whatever its token: ARGV channel.
-var breakScript = redis.NewScript(prelude + `
+var breakScript = redis.NewScript(holderLua + `
 local h = holder()
 if h[1] ~= 0 then
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('PUBLISH', ARGV[1], '')
 end
-return reply(h)
+return h
 `)
 
-// cleanupScript removes a meta hash whose lease is gone or was replaced by
+// cleanupScript removes metadata whose lease is gone or was replaced by
 // another library's lock: ARGV channel.
-var cleanupScript = redis.NewScript(prelude + `
-local sum = redis.call('HGET', KEYS[2], 't')
-if not sum then return reply({0}) end
+var cleanupScript = redis.NewScript(`
+local m = redis.call('GET', KEYS[2])
+if not m then return {0} end
+local sum = cmsgpack.unpack(m)
 local v = redis.call('GET', KEYS[1])
-if v and redis.sha1hex(v) == sum then return reply({0}) end
+if v and redis.sha1hex(v) == sum then return {0} end
 redis.call('DEL', KEYS[2])
 redis.call('PUBLISH', ARGV[1], '')
-return reply({1})
+return {1}
 `)
 
 var allScripts = []*redis.Script{

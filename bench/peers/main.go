@@ -229,7 +229,9 @@ func redisGroup(ctx context.Context, addr string, floorTime time.Duration, repor
 		}
 	}
 	client := func() *redis.Client {
-		c := redis.NewClient(&redis.Options{Addr: addr})
+		// ContextTimeoutEnabled, as go-redis recommends for callers that
+		// pass deadlines, for every subject alike.
+		c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 		clients = append(clients, c)
 		return c
 	}

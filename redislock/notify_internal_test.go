@@ -1,0 +1,82 @@
+package redislock
+
+import (
+	"fmt"
+	"testing"
+)
+
+// newTestNotifier returns a notifier with channel "c" and n waiters on it,
+// without a connection: these tests drive its message handling directly.
+func newTestNotifier(fifo bool, n int) (*notifier, []*waiter) {
+	var nt notifier
+	nt.init(nil, fifo)
+	st := &channelState{subscribed: true}
+	nt.chans["c"] = st
+	ws := make([]*waiter, n)
+	for i := range ws {
+		ws[i] = &waiter{ch: make(chan struct{}, 1), id: fmt.Sprint("id", i)}
+		st.waiters = append(st.waiters, ws[i])
+	}
+	return &nt, ws
+}
+
+// woken returns the indexes of the waiters with a pending wake-up and
+// consumes them.
+func woken(ws []*waiter) []int {
+	var out []int
+	for i, w := range ws {
+		select {
+		case <-w.ch:
+			out = append(out, i)
+		default:
+		}
+	}
+	return out
+}
+
+func wantWoken(t *testing.T, ws []*waiter, what string, want ...int) {
+	t.Helper()
+	if got := woken(ws); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("%s woke waiters %v, want %v", what, got, want)
+	}
+}
+
+// Without FIFO a release wakes one waiter, in turn, and a woken waiter
+// that leaves passes its turn on.
+func TestWakeOneInTurn(t *testing.T) {
+	n, ws := newTestNotifier(false, 3)
+	n.wake("c", "")
+	wantWoken(t, ws, "1st release", 0)
+	n.wake("c", "")
+	wantWoken(t, ws, "2nd release", 1)
+	n.unsubscribe("c", ws[0]) // not holding the turn: nobody else is woken
+	wantWoken(t, ws, "a waiter without the turn leaving")
+	n.unsubscribe("c", ws[1]) // woken last: its turn goes on
+	wantWoken(t, ws, "the woken waiter leaving", 2)
+	n.unsubscribe("c", ws[2])
+	n.wake("c", "") // nobody left: nothing to do, no panic
+	if _, ok := n.chans["c"]; ok {
+		t.Error("channel state kept after its last waiter left")
+	}
+}
+
+// With FIFO a release that names the queue's head wakes that waiter only,
+// here or nowhere; one that names nobody wakes everyone.
+func TestWakeFIFOHead(t *testing.T) {
+	n, ws := newTestNotifier(true, 3)
+	n.wake("c", "id1")
+	wantWoken(t, ws, "release naming id1", 1)
+	n.wake("c", "elsewhere")
+	wantWoken(t, ws, "release naming another process's waiter")
+	n.wake("c", "")
+	wantWoken(t, ws, "release naming nobody", 0, 1, 2)
+	n.unsubscribe("c", ws[1])
+	wantWoken(t, ws, "a FIFO waiter leaving")
+}
+
+// A lost connection may have swallowed messages: everyone looks again.
+func TestWakeAllOnLostConnection(t *testing.T) {
+	n, ws := newTestNotifier(false, 3)
+	n.lost()
+	wantWoken(t, ws, "lost connection", 0, 1, 2)
+}
