@@ -112,20 +112,20 @@ func (b *Backend) Close() error {
 // instant is a reading of both clocks.
 type instant struct {
 	wall time.Time
-	boot int64 // CLOCK_BOOTTIME ns, 0 where unknown
+	mono int64 // CLOCK_MONOTONIC ns, 0 where unknown
 }
 
 func (b *Backend) now() instant {
 	now := instant{wall: time.Now()}
 	if b.boot != "" {
-		now.boot = bootNanos()
+		now.mono = monoNanos()
 	}
 	return now
 }
 
-// bootClock reports whether r's expiry is judged on CLOCK_BOOTTIME.
-func (b *Backend) bootClock(r *fileRecord, now instant) bool {
-	return b.boot != "" && now.boot != 0 && r.BootID != ""
+// monoClock reports whether r's expiry is judged on CLOCK_MONOTONIC.
+func (b *Backend) monoClock(r *fileRecord, now instant) bool {
+	return b.boot != "" && now.mono != 0 && r.BootID != ""
 }
 
 // live reports whether r is a lease that still holds its key: not expired
@@ -134,8 +134,8 @@ func (b *Backend) live(r *fileRecord, now instant) bool {
 	if !r.held() {
 		return false
 	}
-	if b.bootClock(r, now) {
-		if r.BootID != b.boot || now.boot >= r.ExpiresBoot {
+	if b.monoClock(r, now) {
+		if r.BootID != b.boot || now.mono >= r.ExpiresMono {
 			return false
 		}
 	} else if !now.wall.Before(r.ExpiresAt) {
@@ -167,12 +167,12 @@ func (b *Backend) holderDead(r *fileRecord) bool {
 }
 
 // public converts r to what callers see. ExpiresAt is recomputed from the
-// boot clock, so that it agrees with this process's clocks (and carries a
+// monotonic clock, so that it agrees with this process's clocks (and carries a
 // monotonic reading) even if the wall clock moved since r was written.
 func (b *Backend) public(r *fileRecord, now instant) dlock.Record {
 	exp := r.ExpiresAt
-	if b.bootClock(r, now) && r.BootID == b.boot {
-		exp = now.wall.Add(time.Duration(r.ExpiresBoot - now.boot))
+	if b.monoClock(r, now) && r.BootID == b.boot {
+		exp = now.wall.Add(time.Duration(r.ExpiresMono - now.mono))
 	}
 	return dlock.Record{
 		Key:        r.Key,
@@ -258,8 +258,8 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 			rec.Owner.StartTicks = t
 		}
 	}
-	if now.boot != 0 {
-		rec.BootID, rec.ExpiresBoot = b.boot, now.boot+int64(req.TTL)
+	if now.mono != 0 {
+		rec.BootID, rec.ExpiresMono = b.boot, now.mono+int64(req.TTL)
 	}
 	if err := f.write(&rec, b.opts.sync); err != nil {
 		return dlock.Record{}, false, b.opError("acquire", req.Key, err)
@@ -310,9 +310,10 @@ func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Durat
 		return dlock.Record{}, b.opError("refresh", key, dlock.ErrNotHeld)
 	}
 	cur.ExpiresAt = now.wall.Add(ttl)
-	if now.boot != 0 {
-		// live() said the record is of this boot or has no boot clock.
-		cur.BootID, cur.ExpiresBoot = b.boot, now.boot+int64(ttl)
+	if now.mono != 0 {
+		// live() said the record is of this boot or has no monotonic
+		// expiry.
+		cur.BootID, cur.ExpiresMono = b.boot, now.mono+int64(ttl)
 	}
 	if err := f.write(&cur, b.opts.sync); err != nil {
 		return dlock.Record{}, b.opError("refresh", key, err)

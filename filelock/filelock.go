@@ -14,7 +14,7 @@
 //	{"key":"jobs/nightly","fence":7,"lock_id":"3f2a…","token_sha256":"…",
 //	 "acquired_at":"…","expires_at":"…","owner":{"host":"web1","pid":4242,
 //	 "start_ticks":98765,"pid_ns":"pid:[4026531836]","label":"backup"},
-//	 "boot_id":"…","expires_boottime_ns":123456789}
+//	 "boot_id":"…","expires_mono_ns":123456789}
 //
 // The token itself is never stored, only its SHA-256, so a reader of the
 // file cannot release or refresh the lock. After a release or a break only
@@ -35,7 +35,7 @@
 //
 // # Expiry and dead holders
 //
-// A lease ends at its TTL. On Linux expiry is measured on CLOCK_BOOTTIME,
+// A lease ends at its TTL. On Linux expiry is measured on CLOCK_MONOTONIC,
 // which wall-clock changes do not move; elsewhere on the wall clock. A holder
 // that is provably dead — same host, same boot, same PID namespace, and its
 // pid either gone, a zombie or now belonging to a process with another start

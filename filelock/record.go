@@ -30,11 +30,11 @@ type fileRecord struct {
 	ExpiresAt  time.Time // wall clock, for people and for other platforms
 	Owner      fileOwner
 
-	// BootID and ExpiresBoot let Linux decide expiry on CLOCK_BOOTTIME,
+	// BootID and ExpiresMono let Linux decide expiry on CLOCK_MONOTONIC,
 	// which wall-clock changes do not move. A record from another boot is
 	// expired.
 	BootID      string
-	ExpiresBoot int64 // CLOCK_BOOTTIME nanoseconds
+	ExpiresMono int64 // CLOCK_MONOTONIC nanoseconds
 }
 
 // fileOwner is dlock.Owner plus what the dead-holder check needs: the start
@@ -70,7 +70,7 @@ const (
 	fPIDNS       = "pid_ns"
 	fLabel       = "label"
 	fBootID      = "boot_id"
-	fExpiresBoot = "expires_boottime_ns"
+	fExpiresMono = "expires_mono_ns"
 )
 
 // appendRecord appends r as one line of JSON, without the newline.
@@ -125,8 +125,8 @@ func appendRecord(b []byte, r *fileRecord) []byte {
 	if r.BootID != "" {
 		b = append(b, `,"`+fBootID+`":`...)
 		b = appendString(b, r.BootID)
-		b = append(b, `,"`+fExpiresBoot+`":`...)
-		b = strconv.AppendInt(b, r.ExpiresBoot, 10)
+		b = append(b, `,"`+fExpiresMono+`":`...)
+		b = strconv.AppendInt(b, r.ExpiresMono, 10)
 	}
 	return append(b, '}')
 }
@@ -244,8 +244,8 @@ func parseRecord(line []byte, hints *parseHints) (fileRecord, error) {
 			})
 		case fBootID:
 			r.BootID, err = p.strHint(hints.boot)
-		case fExpiresBoot:
-			r.ExpiresBoot, err = p.int()
+		case fExpiresMono:
+			r.ExpiresMono, err = p.int()
 		default:
 			err = p.skip()
 		}

@@ -22,7 +22,7 @@ func sampleRecord() fileRecord {
 			Label: "tab\there, newline\nthere, nul \x00, backslash \\",
 		},
 		BootID:      "b7c9dfc8-02bd-4209-bf6e-27f5881d018e",
-		ExpiresBoot: 123456789012,
+		ExpiresMono: 123456789012,
 	}
 }
 

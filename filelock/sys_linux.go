@@ -6,16 +6,20 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// On Linux, expiry is decided on CLOCK_BOOTTIME: it is system-wide (the same
-// for every process on the host), monotonic (settimeofday, NTP steps and
-// daylight saving do not move it) and keeps counting during suspend, so a
-// lease also expires while the machine sleeps. Its values mean nothing after
-// a reboot; records therefore carry the boot id, and a record from another
-// boot is expired.
+// On Linux, expiry is decided on CLOCK_MONOTONIC: it is system-wide (the
+// same for every process on the host) and monotonic (settimeofday, NTP steps
+// and daylight saving do not move it). It is also the clock the core measures
+// a holder's validity on (Go's monotonic clock), so the store and the holder
+// agree even across a suspend, during which neither advances; CLOCK_BOOTTIME
+// would let a lease expire in the store while its holder, waking up, still
+// counted it valid. Its values mean nothing after a reboot; records
+// therefore carry the boot id, and a record from another boot is expired.
 
 // bootID returns this boot's id, or "" if it cannot be read (then expiry
 // falls back to the wall clock).
@@ -37,13 +41,46 @@ func wakeWaiters(fd int) {
 	_, _, _ = unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, 0, 0, 0, 0)
 }
 
-// bootNanos returns CLOCK_BOOTTIME in nanoseconds, 0 if unavailable.
-func bootNanos() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+// monoNanos returns CLOCK_MONOTONIC in nanoseconds, 0 if unavailable.
+// Go's monotonic clock is CLOCK_MONOTONIC less a constant, read through the
+// vDSO; clock_gettime through x/sys is a real system call, two per
+// acquire+release pair. So the constant is found once and every later
+// reading comes from time.Since.
+func monoNanos() int64 {
+	monoOnce.Do(func() { monoBase, monoStart = monoOffset() })
+	if monoBase == 0 {
 		return 0
 	}
-	return ts.Nano()
+	return monoBase + int64(time.Since(monoStart))
+}
+
+var (
+	monoOnce  sync.Once
+	monoBase  int64     // CLOCK_MONOTONIC at monoStart
+	monoStart time.Time // carries Go's monotonic reading
+)
+
+// monoOffset pairs a CLOCK_MONOTONIC reading with a Go time taken at the
+// same moment, to within half the narrowest of a few tries (a preemption
+// between the reads only widens one try).
+func monoOffset() (int64, time.Time) {
+	var (
+		best  = time.Duration(1<<63 - 1)
+		base  int64
+		start time.Time
+	)
+	for range 5 {
+		var ts unix.Timespec
+		before := time.Now()
+		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+			return 0, time.Time{}
+		}
+		after := time.Now()
+		if d := after.Sub(before); d < best {
+			best, base, start = d, ts.Nano(), before.Add(d/2)
+		}
+	}
+	return base, start
 }
 
 // pidNamespace identifies the PID namespace pids of this process live in,

@@ -9,7 +9,7 @@ import "errors"
 // its TTL.
 
 func bootID() string       { return "" }
-func bootNanos() int64     { return 0 }
+func monoNanos() int64     { return 0 }
 func pidNamespace() string { return "" }
 
 var errNoProcess = errors.New("no such process")
