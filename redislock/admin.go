@@ -168,7 +168,7 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, keys []string, 
 	cmds := make([]*redis.Cmd, len(keys))
 	for i, key := range keys {
 		n := b.names(key)
-		cmds[i] = s.EvalSha(ctx, pipe, n.keys(), args(n)...)
+		cmds[i] = s.EvalSha(ctx, pipe, n.pair(), args(n)...)
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command
 	out := make([]reply, len(keys))
@@ -176,7 +176,7 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, keys []string, 
 		v, err := cmd.Result()
 		if redis.HasErrorPrefix(err, "NOSCRIPT") {
 			n := b.names(keys[i])
-			v, err = s.Run(ctx, b.rdb, n.keys(), args(n)...).Result()
+			v, err = s.Run(ctx, b.rdb, n.pair(), args(n)...).Result()
 		}
 		if err != nil {
 			return nil, err

@@ -91,7 +91,7 @@ func (t *ticket) dequeue() {
 	n := t.b.names(t.key)
 	// On failure the ticket lapses at its deadline.
 	_, _ = call(ctx, t.b.direct, func(ctx context.Context) (reply, error) {
-		return t.b.run(ctx, dequeueScript, n.keys(), t.id, n.channel)
+		return t.b.run(ctx, dequeueScript, n.dequeueKeys(), t.id, n.channel)
 	}, nil)
 }
 

@@ -44,10 +44,28 @@ func (b *Backend) names(key string) names {
 	}
 }
 
-func (n names) keys() []string { return []string{n.lock, n.meta, n.fence, n.queue, n.expiry} }
+// void is the key of the void mark of the token with lock id id.
+func (n names) void(id string) string { return n.tag + voidInfix + id }
 
-// tokenKeys are keys() and the void mark of the token with lock id id.
-func (n names) tokenKeys(id string) []string { return append(n.keys(), n.tag+voidInfix+id) }
+// The KEYS of the scripts (see scripts.go).
+
+func (n names) pair() []string { return []string{n.lock, n.meta} }
+
+func (n names) acquireKeys(id string, fifo bool) []string {
+	if fifo {
+		return []string{n.lock, n.meta, n.fence, n.void(id), n.queue, n.expiry}
+	}
+	return []string{n.lock, n.meta, n.fence, n.void(id)}
+}
+
+func (n names) releaseKeys(id string, fifo bool) []string {
+	if fifo {
+		return []string{n.lock, n.meta, n.void(id), n.queue, n.expiry}
+	}
+	return []string{n.lock, n.meta, n.void(id)}
+}
+
+func (n names) dequeueKeys() []string { return []string{n.lock, n.queue, n.expiry} }
 
 // lockKeyOfMeta returns the lock key a meta key belongs to. The tag in front
 // never contains '}', so the first "}" + metaInfix ends it.

@@ -63,7 +63,7 @@ func TestKeysShareSlotOnCluster(t *testing.T) {
 			if int64(keySlot(n.lock)) != want {
 				t.Errorf("keySlot(%q) = %d, server says %d", n.lock, keySlot(n.lock), want)
 			}
-			for _, k := range n.keys()[1:] {
+			for _, k := range n.acquireKeys("0123456789abcdef", true)[1:] {
 				got, err := rdb.ClusterKeySlot(ctx, k).Result()
 				if err != nil {
 					t.Fatal(err)

@@ -211,17 +211,16 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 			ticket = b.queue.hold(ctx, b, req)
 		}
 	}
-	args := []any{
-		req.Token, req.TTL.Milliseconds(), req.LockID,
-		req.Owner.Host, req.Owner.PID, req.Owner.Label, mode, b.grace.Milliseconds(),
-		time.Now().UnixMilli(),
+	args := []any{req.Token, req.TTL.Milliseconds(), metaBlob(req, time.Now())}
+	if b.fifo {
+		args = append(args, mode, b.grace.Milliseconds(), req.LockID)
 	}
 	// If ctx ends while the script is in flight, the grant may still land
 	// after we return: the late result releases it instead of leaving the
 	// key held until its TTL. (The core also releases on error, but its
 	// release can overtake the acquire on another connection.)
 	r, err := call(ctx, b.direct, func(ctx context.Context) (reply, error) {
-		return b.run(ctx, acquireScript, n.tokenKeys(req.LockID), args...)
+		return b.run(ctx, acquireScript, n.acquireKeys(req.LockID, b.fifo), args...)
 	}, func(r reply) {
 		if r.state == stateGranted {
 			ctx, cancel := context.WithTimeout(context.Background(), lateReleaseTimeout)
@@ -278,7 +277,7 @@ const lateReleaseTimeout = 5 * time.Second
 func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Duration) (dlock.Record, error) {
 	n := b.names(key)
 	r, err := call(ctx, b.direct, func(ctx context.Context) (reply, error) {
-		return b.run(ctx, refreshScript, n.keys(), token, ttl.Milliseconds())
+		return b.run(ctx, refreshScript, n.pair(), token, ttl.Milliseconds())
 	}, nil)
 	if err != nil {
 		return dlock.Record{}, b.fail(ctx, "refresh", key, err)
@@ -299,12 +298,12 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 	n := b.names(key)
 	id := dlock.LockID(token)
 	b.queue.forget(id)
-	fifo := 0
+	args := []any{token, n.channel}
 	if b.fifo {
-		fifo = 1
+		args = append(args, id)
 	}
 	r, err := call(ctx, b.direct, func(ctx context.Context) (reply, error) {
-		return b.run(ctx, releaseScript, n.tokenKeys(id), token, id, n.channel, fifo)
+		return b.run(ctx, releaseScript, n.releaseKeys(id, b.fifo), args...)
 	}, nil)
 	if err != nil {
 		return b.fail(ctx, "release", key, err)
@@ -321,7 +320,7 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 func (b *Backend) Inspect(ctx context.Context, key string) (dlock.Record, bool, error) {
 	n := b.names(key)
 	r, err := call(ctx, b.direct, func(ctx context.Context) (reply, error) {
-		return b.run(ctx, inspectScript, n.keys())
+		return b.run(ctx, inspectScript, n.pair())
 	}, nil)
 	if err != nil {
 		return dlock.Record{}, false, b.fail(ctx, "inspect", key, err)
@@ -341,7 +340,7 @@ func (b *Backend) Inspect(ctx context.Context, key string) (dlock.Record, bool, 
 func (b *Backend) Break(ctx context.Context, key string) (dlock.Record, bool, error) {
 	n := b.names(key)
 	r, err := call(ctx, b.direct, func(ctx context.Context) (reply, error) {
-		return b.run(ctx, breakScript, n.keys(), n.channel)
+		return b.run(ctx, breakScript, n.pair(), n.channel)
 	}, nil)
 	if err != nil {
 		return dlock.Record{}, false, b.fail(ctx, "break", key, err)

@@ -4,25 +4,29 @@ import "github.com/redis/go-redis/v9"
 
 // Every primitive is one Lua script, run atomically by the server and called
 // by SHA (redis.Script.Run falls back to EVAL when the script cache was
-// flushed). All scripts take the same KEYS, which share one hash slot:
+// flushed). The scripts' keys share one hash slot:
 //
-//	KEYS[1] lock key: the token as a plain string with a PX expiry, so that
-//	        other SET-NX-PX lockers on the same key exclude us and we them
-//	KEYS[2] meta: a MessagePack sequence of the token's SHA-1, lock id,
-//	        fence, acquired time (the acquirer's clock, ms since the epoch),
-//	        host, pid, label; same PX as the lock key
-//	KEYS[3] fence counter (INCR; never deleted)
-//	KEYS[4] FIFO queue: lock id -> arrival (server microseconds)
-//	KEYS[5] FIFO ticket deadlines: lock id -> server ms
-//	KEYS[6] (acquire and release only) void mark of the caller's token: set
-//	        by a release that found the token not holding the key, so that
-//	        an acquire with that token still in flight (the caller gave up
-//	        on it) is refused when it lands instead of taking the key
+//	lock   the token as a plain string with a PX expiry, so that other
+//	       SET-NX-PX lockers on the same key exclude us and we them
+//	meta   a MessagePack sequence: fence, then what the caller encoded
+//	       (metaBlob): SHA-1 of the token (hex), lock id, acquired time
+//	       (the acquirer's clock, ms since the epoch), host, pid, label;
+//	       same PX as the lock key
+//	fence  counter (INCR; never deleted)
+//	void   mark of one token: set by a release that found the token not
+//	       holding the key, so that an acquire with that token still in
+//	       flight (the caller gave up on it) is refused when it lands
+//	       instead of taking the key
+//	queue  FIFO: sorted set of lock id -> arrival (server microseconds)
+//	qexp   FIFO: sorted set of lock id -> ticket deadline (server ms)
 //
-// Each redis.call costs the server a few microseconds, several times what
-// the command itself costs, so the common paths make as few as they can:
-// an uncontended acquire makes four (EXISTS, SET, INCR, SET), a release
-// three (GET, DEL, PUBLISH). Only FIFO reads the server's clock.
+// Each script's comment gives its KEYS and ARGV. Each redis.call, and each
+// argument, costs the server a few microseconds, more than the command
+// itself, so the common paths take few arguments and make few calls: an
+// uncontended acquire makes four (EXISTS, SET, INCR, SET), a release three
+// (GET, DEL, PUBLISH), one more each with FIFO and nobody queued; the
+// caller encodes the metadata, and only FIFO sends its keys and reads the
+// server's clock.
 //
 // Replies are arrays whose first element is a state:
 //
@@ -55,7 +59,7 @@ local function holder()
   local pttl = redis.call('PTTL', KEYS[1])
   local m = redis.call('GET', KEYS[2])
   if m then
-    local sum, id, fence, at, host, pid, label = cmsgpack.unpack(m)
+    local fence, sum, id, at, host, pid, label = cmsgpack.unpack(m)
     if sum == redis.sha1hex(v) then
       return {1, false, pttl, id, fence, at, host, pid, label}
     end
@@ -64,20 +68,20 @@ local function holder()
 end
 `
 
-// acquireScript: ARGV token, ttl ms, lock id, host, pid, label, mode (0
-// plain; 1 FIFO order without queueing, for a caller that will not wait; 2
-// FIFO order and queue a ticket), FIFO grace ms, acquired time ms.
+// acquireScript: KEYS lock, meta, fence, void, and with FIFO queue, qexp;
+// ARGV token, ttl ms, metadata (metaBlob), and with FIFO mode (1: FIFO
+// order without queueing, for a caller that will not wait; 2: FIFO order
+// and queue a ticket), grace ms, lock id.
 var acquireScript = redis.NewScript(holderLua + `
-local token, ttl, id = ARGV[1], ARGV[2], ARGV[3]
-local mode = tonumber(ARGV[7])
+local token, ttl = ARGV[1], ARGV[2]
+local mode = tonumber(ARGV[4]) or 0
 
-if redis.call('EXISTS', KEYS[6]) == 1 then return {6} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {6} end
 
 local function grant()
   if not redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl) then return nil end
   local fence = redis.call('INCR', KEYS[3])
-  redis.call('SET', KEYS[2], cmsgpack.pack(redis.sha1hex(token), id, fence,
-    tonumber(ARGV[9]), ARGV[4], ARGV[5], ARGV[6]), 'PX', ttl)
+  redis.call('SET', KEYS[2], cmsgpack.pack(fence) .. ARGV[3], 'PX', ttl)
   return {3, fence}
 end
 
@@ -85,40 +89,46 @@ if mode == 0 then
   return grant() or holder()
 end
 
+-- FIFO with nobody queued: a free key is granted as without FIFO.
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  local g = grant()
+  if g then return g end
+end
+
 -- FIFO. Drop the tickets of waiters that stopped renewing them.
-local grace = tonumber(ARGV[8])
+local grace, id = tonumber(ARGV[5]), ARGV[6]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now)
 for i = 1, #dead, 100 do
   local chunk = {unpack(dead, i, math.min(i + 99, #dead))}
-  redis.call('ZREM', KEYS[4], unpack(chunk))
   redis.call('ZREM', KEYS[5], unpack(chunk))
+  redis.call('ZREM', KEYS[6], unpack(chunk))
 end
 
 -- enqueue takes (or keeps) a place in the queue, valid until the caller
 -- is due to try again (wait ms) plus the grace.
 local function enqueue(wait)
   if mode ~= 2 then return end
-  redis.call('ZADD', KEYS[4], 'NX', tonumber(t[1]) * 1000000 + tonumber(t[2]), id)
-  redis.call('ZADD', KEYS[5], 'GT', now + wait + grace, id)
-  local last = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', KEYS[4], last[2])
+  redis.call('ZADD', KEYS[5], 'NX', tonumber(t[1]) * 1000000 + tonumber(t[2]), id)
+  redis.call('ZADD', KEYS[6], 'GT', now + wait + grace, id)
+  local last = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', KEYS[5], last[2])
+  redis.call('PEXPIREAT', KEYS[6], last[2])
 end
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local head, deadline
   while true do
-    local h = redis.call('ZRANGE', KEYS[4], 0, 0)
+    local h = redis.call('ZRANGE', KEYS[5], 0, 0)
     if #h == 0 then break end
-    deadline = redis.call('ZSCORE', KEYS[5], h[1])
+    deadline = redis.call('ZSCORE', KEYS[6], h[1])
     if deadline then head = h[1] break end
-    redis.call('ZREM', KEYS[4], h[1])
+    redis.call('ZREM', KEYS[5], h[1])
   end
   if head == nil or head == id then
-    redis.call('ZREM', KEYS[4], id)
     redis.call('ZREM', KEYS[5], id)
+    redis.call('ZREM', KEYS[6], id)
     return grant()
   end
   -- The head was woken when the key was freed; if it does not come within
@@ -126,7 +136,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   deadline = tonumber(deadline)
   if deadline > now + grace then
     deadline = now + grace
-    redis.call('ZADD', KEYS[5], 'XX', deadline, head)
+    redis.call('ZADD', KEYS[6], 'XX', deadline, head)
   end
   local wait = math.max(deadline - now, 0)
   enqueue(wait)
@@ -139,27 +149,28 @@ enqueue(wait)
 return h
 `)
 
-// refreshScript: ARGV token, ttl ms.
+// refreshScript: KEYS lock, meta; ARGV token, ttl ms.
 var refreshScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local m = redis.call('GET', KEYS[2])
 if not m then return {5, false, tonumber(ARGV[2])} end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-local sum, id, fence, at, host, pid, label = cmsgpack.unpack(m)
+local fence, sum, id, at, host, pid, label = cmsgpack.unpack(m)
 return {5, false, tonumber(ARGV[2]), id, fence, at, host, pid, label}
 `)
 
-// releaseScript: ARGV token, lock id, channel, FIFO (1 or 0). A token that
-// does not hold the key is marked void (KEYS[6]). The release is published
-// to wake a waiter; with FIFO it also drops the token's ticket (an
-// abandoned acquire may have left one) and names the queue's head if its
-// ticket is live: the one waiter the key is for.
+// releaseScript: KEYS lock, meta, void, and with FIFO queue, qexp; ARGV
+// token, channel, and with FIFO the lock id. A token that does not hold
+// the key is marked void. The release is published to wake a waiter; with
+// FIFO it also drops the token's ticket (an abandoned acquire may have
+// left one) and names the queue's head if its ticket is live: the one
+// waiter the key is for.
 var releaseScript = redis.NewScript(`
 local head = ''
-if ARGV[4] == '1' then
-  redis.call('ZREM', KEYS[4], ARGV[2])
-  redis.call('ZREM', KEYS[5], ARGV[2])
+if ARGV[3] and redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('ZREM', KEYS[4], ARGV[3])
+  redis.call('ZREM', KEYS[5], ARGV[3])
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local h = redis.call('ZRANGE', KEYS[4], 0, 0)
@@ -168,33 +179,34 @@ if ARGV[4] == '1' then
   end
 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  redis.call('SET', KEYS[6], '1', 'PX', ` + voidTTLms + `)
+  redis.call('SET', KEYS[3], '1', 'PX', ` + voidTTLms + `)
   return {0}
 end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('PUBLISH', ARGV[3], head)
+redis.call('PUBLISH', ARGV[2], head)
 return {1}
 `)
 
-// dequeueScript drops the FIFO ticket of a waiter that gave up: ARGV lock
-// id, channel. If it was first in line and the key is free, the others are
-// woken, since they wait for it.
+// dequeueScript drops the FIFO ticket of a waiter that gave up: KEYS lock,
+// queue, qexp; ARGV lock id, channel. If it was first in line and the key
+// is free, the others are woken, since they wait for it.
 var dequeueScript = redis.NewScript(`
-local head = redis.call('ZRANGE', KEYS[4], 0, 0)
-local n = redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
+local head = redis.call('ZRANGE', KEYS[2], 0, 0)
+local n = redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 if n == 1 and head[1] == ARGV[1] and redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('PUBLISH', ARGV[2], '')
 end
 return {n}
 `)
 
-// inspectScript reads the holder.
+// inspectScript reads the holder: KEYS lock, meta.
 var inspectScript = redis.NewScript(holderLua + `
 return holder()
 `)
 
-// breakScript frees the key whatever its token: ARGV channel.
+// breakScript frees the key whatever its token: KEYS lock, meta; ARGV
+// channel.
 var breakScript = redis.NewScript(holderLua + `
 local h = holder()
 if h[1] ~= 0 then
@@ -205,11 +217,11 @@ return h
 `)
 
 // cleanupScript removes metadata whose lease is gone or was replaced by
-// another library's lock: ARGV channel.
+// another library's lock: KEYS lock, meta; ARGV channel.
 var cleanupScript = redis.NewScript(`
 local m = redis.call('GET', KEYS[2])
 if not m then return {0} end
-local sum = cmsgpack.unpack(m)
+local _, sum = cmsgpack.unpack(m)
 local v = redis.call('GET', KEYS[1])
 if v and redis.sha1hex(v) == sum then return {0} end
 redis.call('DEL', KEYS[2])

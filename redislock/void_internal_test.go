@@ -3,6 +3,8 @@ package redislock
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,9 +37,10 @@ func (h *overtake) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if len(args) < 2 || args[1] != acquireScript.Hash() || !h.armed.CompareAndSwap(true, false) {
 			return next(ctx, cmd)
 		}
-		// evalsha sha 6 key1..key6 token ...
+		// evalsha sha numkeys key1..keyN token ...
+		numkeys, _ := strconv.Atoi(fmt.Sprint(args[2]))
 		key := args[3].(string)[len(h.b.prefix):]
-		token := args[9].(string)
+		token := args[3+numkeys].(string)
 		if err := h.b.Release(ctx, key, token); !errors.Is(err, dlock.ErrNotHeld) {
 			return errors.New("overtaking release: " + errString(err))
 		}
