@@ -27,3 +27,5 @@ bench:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzValidateKey -fuzztime 30s .
+	$(GO) test -run '^$$' -fuzz FuzzRecord -fuzztime 30s ./filelock/
+	$(GO) test -run '^$$' -fuzz FuzzBackendURL -fuzztime 30s ./internal/cli/

@@ -59,3 +59,18 @@ func TestConformanceCluster(t *testing.T) {
 		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()))
 	})
 }
+
+// TestConformanceSentinel runs the suite through a real Sentinel: the
+// failover client asks it for the master and subscribes to its switch
+// notices.
+func TestConformanceSentinel(t *testing.T) {
+	t.Parallel()
+	s := testserver.StartRedisSentinel(t)
+	rdb := redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName: s.MasterName, SentinelAddrs: s.SentinelAddrs, ContextTimeoutEnabled: true,
+	})
+	t.Cleanup(func() { _ = rdb.Close() })
+	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
+		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()))
+	})
+}

@@ -124,11 +124,35 @@ func openBackend(ctx context.Context, raw string, getenv func(string) string) (d
 
 func badURL(source, raw, format string, args ...any) error {
 	return &exitError{code: ExitUsage, err: fmt.Errorf("%s %q: %s; accepted schemes: %s (see 'dlock --help')",
-		source, raw, fmt.Sprintf(format, args...), acceptedSchemes())}
+		source, redactRaw(raw), fmt.Sprintf(format, args...), acceptedSchemes())}
 }
 
 // redact hides a password in a URL before it is shown in a message.
 func redact(u *url.URL) string { return u.Redacted() }
+
+// redactRaw hides the password of a URL that may not parse: whatever
+// follows the first ':' of the user info (between "://" and the last '@'
+// before the path).
+func redactRaw(raw string) string {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return raw
+	}
+	authority := raw[i+3:]
+	if j := strings.IndexAny(authority, "/?#"); j >= 0 {
+		authority = authority[:j]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return raw
+	}
+	colon := strings.Index(authority[:at], ":")
+	if colon < 0 {
+		return raw
+	}
+	start := i + 3 + colon + 1
+	return raw[:start] + "xxxxx" + raw[i+3+at:]
+}
 
 // openFile opens file:///abs/dir, file://localhost/abs/dir or
 // file:rel/dir.

@@ -3,6 +3,8 @@ package testserver
 import (
 	"context"
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -140,4 +142,71 @@ func (c *RedisCluster) form(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// RedisSentinel is a redis-server master watched by one Sentinel, started
+// by [StartRedisSentinel].
+type RedisSentinel struct {
+	MasterName    string   // the name the Sentinel monitors, for redis.FailoverOptions.MasterName
+	SentinelAddrs []string // for redis.FailoverOptions.SentinelAddrs
+	MasterAddr    string   // 127.0.0.1:port of the master
+
+	Master   *Redis
+	Sentinel *Process
+}
+
+// StartRedisSentinel starts a master (as [StartRedis] does) and one
+// Sentinel monitoring it as "mymaster" with quorum 1, and waits until the
+// Sentinel reports the master's address. Both stop when t ends.
+func StartRedisSentinel(t testing.TB) *RedisSentinel {
+	t.Helper()
+	const name = "mymaster"
+	master := StartRedis(t)
+	bin := Binary(t, "redis-server")
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	var confErr error
+	// A Sentinel reads its port from its config file and rewrites the file
+	// as it learns, so the file is written for each port Start tries.
+	args := func(port int) []string {
+		text := fmt.Sprintf("port %d\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir %s\n"+
+			"sentinel monitor %s 127.0.0.1 %d 1\n", port, dir, name, master.Port)
+		confErr = os.WriteFile(conf, []byte(text), 0o600)
+		return []string{conf, "--sentinel"}
+	}
+	sentinel := Start(t, bin, args)
+	if confErr != nil {
+		t.Fatalf("testserver: write sentinel config: %v", confErr)
+	}
+	s := &RedisSentinel{
+		MasterName:    name,
+		SentinelAddrs: []string{sentinel.Addr},
+		MasterAddr:    master.Addr,
+		Master:        master,
+		Sentinel:      sentinel,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := s.waitMaster(ctx); err != nil {
+		t.Fatalf("testserver: sentinel on %s: %v; output:\n%s", sentinel.Addr, err, sentinel.Output())
+	}
+	return s
+}
+
+// waitMaster polls the Sentinel until it names the master: accepting
+// connections does not mean it has loaded its monitor yet.
+func (s *RedisSentinel) waitMaster(ctx context.Context) error {
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Sentinel.Addr})
+	defer sc.Close()
+	for {
+		reply, err := sc.GetMasterAddrByName(ctx, s.MasterName).Result()
+		if err == nil && len(reply) == 2 && net.JoinHostPort(reply[0], reply[1]) == s.MasterAddr {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("master %q not reported as %s: %v (last: %v %v)", s.MasterName, s.MasterAddr, ctx.Err(), reply, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

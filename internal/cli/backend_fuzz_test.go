@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// FuzzBackendURL feeds openBackend arbitrary --backend values (except
+// file URLs, which would create directories): it must never panic, must
+// answer a value it cannot use with a usage or unavailable error, and must
+// never repeat a password from the URL in its message.
+func FuzzBackendURL(f *testing.F) {
+	for _, seed := range []string{
+		"redis://localhost:6379/0", "redis://u:sekrit99@h:1/2?prefix=p&fifo=1", "rediss://h",
+		"redis+cluster://a:1,b:2", "redis+sentinel://u:pw123456@a:1,b:2/master/3",
+		"memcached://h:11211", "memcached://a:1,b:2", "memcached://", "redis://u:sekrit99@h:bad",
+		"redis://u:sekrit99@[::1", "etcd://x", "://", "redis://h:1/notadb", "redis://h?fifo=maybe",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if raw == "" || strings.HasPrefix(strings.ToLower(strings.TrimSpace(raw)), "file:") || resolves(raw) {
+			return
+		}
+		b, err := openBackend(context.Background(), raw, func(string) string { return "" })
+		if err != nil {
+			if code := exitCode(err); code != ExitUsage && code != ExitUnavailable {
+				t.Fatalf("openBackend(%q): exit code %d for %v", raw, code, err)
+			}
+			if pw := password(raw); len(pw) >= 6 && strings.Count(raw, pw) == 1 &&
+				!strings.Contains(acceptedSchemes(), pw) && strings.Contains(err.Error(), pw) {
+				t.Fatalf("openBackend(%q): message shows the password: %v", raw, err)
+			}
+			return
+		}
+		if c, ok := b.(io.Closer); ok {
+			_ = c.Close()
+		}
+	})
+}
+
+// resolves reports whether opening raw would look up a host name: the
+// memcached client resolves its servers when it is built, and DNS is not
+// something a fuzz test should wait on.
+func resolves(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || !strings.EqualFold(u.Scheme, "memcached") {
+		return false
+	}
+	for _, hp := range strings.Split(u.Host, ",") {
+		host, _, err := net.SplitHostPort(hp)
+		if err != nil {
+			host = hp
+		}
+		if host != "" && net.ParseIP(strings.Trim(host, "[]")) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// password is what redactRaw hides, "" if nothing.
+func password(raw string) string {
+	red := redactRaw(raw)
+	if red == raw {
+		return ""
+	}
+	i := strings.Index(red, "xxxxx")
+	return raw[i : len(raw)-(len(red)-i-len("xxxxx"))]
+}
+
+func TestRedactRaw(t *testing.T) {
+	for raw, want := range map[string]string{
+		"redis://u:secret@h:bad/0":      "redis://u:xxxxx@h:bad/0",
+		"redis://:secret@h":             "redis://:xxxxx@h",
+		"redis://u@h":                   "redis://u@h",
+		"redis://h/a:b@c":               "redis://h/a:b@c",
+		"redis://u:p@ss@h:1":            "redis://u:xxxxx@h:1",
+		"memcached://h:1":               "memcached://h:1",
+		"no scheme u:p@h":               "no scheme u:p@h",
+		"redis+sentinel://u:pw@a:1,b:2": "redis+sentinel://u:xxxxx@a:1,b:2",
+	} {
+		if got := redactRaw(raw); got != want {
+			t.Errorf("redactRaw(%q) = %q, want %q", raw, got, want)
+		}
+	}
+}
