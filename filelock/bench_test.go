@@ -72,14 +72,15 @@ func BenchmarkAcquireReleaseParallel(b *testing.B) {
 }
 
 // BenchmarkRawFloor measures only the system calls of one state change
-// when the file is opened for it (open, flock, fstat, pread, pwrite,
-// close): the floor under any design with a file per key and no
+// when the file is opened for it (open, flock, statx or fstat, pread,
+// pwrite, close): the floor under any design with a file per key and no
 // descriptor cache. pairs/s is half the state changes per second, since a
 // pair is two of them.
 func BenchmarkRawFloor(b *testing.B) { rawFloor(b, true) }
 
 // BenchmarkRawFloorCachedFD measures the system calls the backend's hot
-// path makes on a cached descriptor (flock, fstat, pread, pwrite, unlock):
+// path makes on a cached descriptor (flock, statx or fstat, pread, pwrite,
+// unlock):
 // the floor under this design. The gap to BenchmarkAcquireRelease is what
 // the core and the record codec cost.
 func BenchmarkRawFloorCachedFD(b *testing.B) { rawFloor(b, false) }
@@ -91,7 +92,7 @@ func rawFloor(b *testing.B, reopen bool) {
 		b.Fatal(err)
 	}
 	open := func() int {
-		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOATIME, 0o600)
+		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC|filelock.NoAtime, 0o600)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -106,11 +107,11 @@ func rawFloor(b *testing.B, reopen bool) {
 		if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 			b.Fatal(err)
 		}
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
+		_, size, err := filelock.LinksAndSize(fd) // statx on Linux, as the backend
+		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := unix.Pread(fd, buf[:st.Size], 0); err != nil {
+		if _, err := unix.Pread(fd, buf[:size], 0); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := unix.Pwrite(fd, record, 0); err != nil {

@@ -52,8 +52,18 @@ type lockedFile struct {
 	fd       int
 	dir      string
 	size     int64
-	unlinked bool // deleted by us: do not keep the fd
-	failed   bool // an I/O error: do not keep the fd
+	unlinked bool     // deleted by us: do not keep the fd
+	failed   bool     // an I/O error: do not keep the fd
+	last     *written // what this process last wrote through fd, if known
+}
+
+// written is a record this process wrote, as bytes and as read back. It
+// travels with the cached descriptor: when the file still holds exactly
+// these bytes, the next operation skips parsing them (a parse costs about
+// as much as two system calls). Any other writer changes the bytes.
+type written struct {
+	raw []byte
+	rec fileRecord
 }
 
 func (f *lockedFile) path() string { return f.dir + "/" + f.id.name() }
@@ -73,7 +83,7 @@ func (f *lockedFile) path() string { return f.dir + "/" + f.id.name() }
 func (b *Backend) lockFile(ctx context.Context, id fileID, create bool, how int) (lockedFile, error) {
 	f := lockedFile{id: id, dir: b.dir}
 	for {
-		f.fd = b.fds.get(id)
+		f.fd, f.last = b.fds.get(id)
 		if f.fd < 0 {
 			flags := unix.O_RDWR | unix.O_CLOEXEC | unix.O_NOFOLLOW
 			if create {
@@ -98,22 +108,22 @@ func (b *Backend) lockFile(ctx context.Context, id fileID, create bool, how int)
 		}
 		if err := flock(ctx, f.fd, how); err != nil {
 			if err == unix.EWOULDBLOCK {
-				b.fds.put(id, f.fd) // a LOCK_NB try; the fd is fine
+				b.fds.put(id, f.fd, f.last) // a LOCK_NB try; the fd is fine
 			} else {
 				unix.Close(f.fd)
 			}
 			return f, pathError("flock", f.path(), err)
 		}
-		var st unix.Stat_t
-		if err := unix.Fstat(f.fd, &st); err != nil {
+		nlink, size, err := linksAndSize(f.fd)
+		if err != nil {
 			unix.Close(f.fd) // also drops the flock
 			return f, &fs.PathError{Op: "fstat", Path: f.path(), Err: err}
 		}
-		if st.Nlink == 0 {
+		if nlink == 0 {
 			unix.Close(f.fd)
 			continue
 		}
-		f.size = st.Size
+		f.size = size
 		return f, nil
 	}
 }
@@ -125,7 +135,7 @@ func (b *Backend) unlockFile(f *lockedFile) {
 		unix.Close(f.fd)
 		return
 	}
-	b.fds.put(f.id, f.fd)
+	b.fds.put(f.id, f.fd, f.last)
 }
 
 // pathError wraps a system call's error with the path, leaving context
@@ -200,6 +210,9 @@ func (f *lockedFile) read(hints *parseHints) (rec fileRecord, empty bool, err er
 		f.failed = true
 		return fileRecord{}, false, &fs.PathError{Op: "read", Path: f.path(), Err: err}
 	}
+	if f.last != nil && string(f.last.raw) == string(buf[:n]) {
+		return f.last.rec, false, nil
+	}
 	line := buf[:n]
 	if i := slices.Index(line, '\n'); i >= 0 {
 		line = line[:i]
@@ -272,6 +285,8 @@ func (f *lockedFile) write(rec *fileRecord, sync bool) error {
 	}
 	buf = append(buf, '\n')
 	*bp = buf
+	prev := f.last
+	f.last = nil // until the write is known to have happened
 	if err := pwriteFull(f.fd, buf); err != nil {
 		f.failed = true
 		return &fs.PathError{Op: "write", Path: f.path(), Err: err}
@@ -290,6 +305,13 @@ func (f *lockedFile) write(rec *fileRecord, sync bool) error {
 			return &fs.PathError{Op: "fsync", Path: f.path(), Err: err}
 		}
 	}
+	// The file now holds exactly buf (padded or truncated to its length).
+	if prev == nil {
+		prev = new(written)
+	}
+	prev.raw = append(prev.raw[:0], buf...)
+	prev.rec = rec.readBack()
+	f.last = prev
 	return nil
 }
 
@@ -358,27 +380,34 @@ func syncDir(dir string) error {
 // Nlink check, like any other deletion.
 type fdCache struct {
 	mu     sync.Mutex
-	idle   map[fileID]int
+	idle   map[fileID]idleFD
 	closed bool
+}
+
+type idleFD struct {
+	fd   int
+	last *written
 }
 
 // maxIdleFDs bounds the cache; beyond it descriptors are closed after use.
 const maxIdleFDs = 64
 
-// get returns a cached descriptor for id, or -1.
-func (c *fdCache) get(id fileID) int {
+// get returns a cached descriptor for id and what was last written
+// through it, or -1.
+func (c *fdCache) get(id fileID) (int, *written) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	fd, ok := c.idle[id]
+	e, ok := c.idle[id]
 	if !ok {
-		return -1
+		return -1, nil
 	}
 	delete(c.idle, id)
-	return fd
+	return e.fd, e.last
 }
 
-// put caches fd, whose flock the caller has dropped, or closes it.
-func (c *fdCache) put(id fileID, fd int) {
+// put caches fd, whose flock the caller has dropped, with what was last
+// written through it, or closes it.
+func (c *fdCache) put(id fileID, fd int, last *written) {
 	c.mu.Lock()
 	if _, dup := c.idle[id]; dup || c.closed {
 		c.mu.Unlock()
@@ -386,17 +415,17 @@ func (c *fdCache) put(id fileID, fd int) {
 		return
 	}
 	if c.idle == nil {
-		c.idle = make(map[fileID]int)
+		c.idle = make(map[fileID]idleFD)
 	}
 	evict := -1
 	if len(c.idle) >= maxIdleFDs {
-		for old, ofd := range c.idle { // an arbitrary victim
+		for old, e := range c.idle { // an arbitrary victim
 			delete(c.idle, old)
-			evict = ofd
+			evict = e.fd
 			break
 		}
 	}
-	c.idle[id] = fd
+	c.idle[id] = idleFD{fd, last}
 	c.mu.Unlock()
 	if evict >= 0 {
 		unix.Close(evict)
@@ -406,8 +435,8 @@ func (c *fdCache) put(id fileID, fd int) {
 func (c *fdCache) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for id, fd := range c.idle {
-		unix.Close(fd)
+	for id, e := range c.idle {
+		unix.Close(e.fd)
 		delete(c.idle, id)
 	}
 	c.closed = true

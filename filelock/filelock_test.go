@@ -702,3 +702,51 @@ func TestSyncAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOtherWriterSeen: a backend skips parsing a file that still holds the
+// bytes it last wrote; one that another process (here another Backend,
+// with its own descriptors) changed must be read again, or the first
+// would grant a held key and reuse a fence.
+func TestOtherWriterSeen(t *testing.T) {
+	dir := t.TempDir()
+	a, err := filelock.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := filelock.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, cb := dlock.New(a), dlock.New(b)
+	ctx := t.Context()
+	const key = "shared"
+	for round := range 3 {
+		la, err := ca.TryAcquire(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := la.Release(ctx); err != nil { // a's last write: the free record
+			t.Fatal(err)
+		}
+		lb, err := cb.TryAcquire(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l, err := ca.TryAcquire(ctx, key); !errors.Is(err, dlock.ErrNotAcquired) {
+			t.Fatalf("round %d: a acquired %v (%v) a key b holds", round, l, err)
+		}
+		if err := lb.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		la, err = ca.TryAcquire(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if la.Fence() <= lb.Fence() {
+			t.Fatalf("round %d: a's fence %d after b's %d", round, la.Fence(), lb.Fence())
+		}
+		if err := la.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

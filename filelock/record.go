@@ -52,6 +52,34 @@ type fileOwner struct {
 // held reports whether r is a lease rather than a free record.
 func (r *fileRecord) held() bool { return r.LockID != "" }
 
+// readBack returns r as parseRecord reads appendRecord's encoding of it:
+// free records keep only key and fence, times lose their monotonic reading
+// and zone, invalid UTF-8 becomes U+FFFD. A process that finds a file still
+// holding exactly the bytes it wrote uses this instead of parsing them
+// again (FuzzRecord checks the two agree).
+func (r *fileRecord) readBack() fileRecord {
+	if !r.held() {
+		return fileRecord{Key: validUTF8(r.Key), Fence: r.Fence}
+	}
+	out := *r
+	out.Key, out.LockID, out.BootID = validUTF8(r.Key), validUTF8(r.LockID), validUTF8(r.BootID)
+	out.Owner.Host, out.Owner.PIDNS, out.Owner.Label = validUTF8(r.Owner.Host), validUTF8(r.Owner.PIDNS), validUTF8(r.Owner.Label)
+	out.AcquiredAt, out.ExpiresAt = r.AcquiredAt.UTC(), r.ExpiresAt.UTC()
+	if r.BootID == "" {
+		out.ExpiresMono = 0
+	}
+	return out
+}
+
+// validUTF8 replaces each invalid byte of s with U+FFFD, as appendString
+// writes it.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return string([]rune(s))
+}
+
 // free returns the record a release leaves behind.
 func (r *fileRecord) free() fileRecord { return fileRecord{Key: r.Key, Fence: r.Fence} }
 

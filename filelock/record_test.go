@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,13 @@ func sampleRecord() fileRecord {
 }
 
 func TestRecordRoundTrip(t *testing.T) {
-	for _, r := range []fileRecord{sampleRecord(), {Key: "free", Fence: 7}, {Key: "x", Fence: 1, LockID: "l", ExpiresAt: time.Unix(1, 0).UTC()}} {
+	now := time.Now() // with a monotonic reading, as the backend writes
+	for i, r := range []fileRecord{
+		sampleRecord(), {Key: "free", Fence: 7}, {Key: "x", Fence: 1, LockID: "l", ExpiresAt: time.Unix(1, 0).UTC()},
+		{Key: "now", Fence: 2, LockID: "l", AcquiredAt: now, ExpiresAt: now.Add(time.Minute).In(time.FixedZone("X", 3600)), BootID: "b", ExpiresMono: 5},
+		// Lossy: invalid UTF-8, and a monotonic expiry without a boot id.
+		{Key: "noboot", Fence: 3, LockID: "l\xff", AcquiredAt: now, ExpiresAt: now, ExpiresMono: 9, Owner: fileOwner{Label: "bad\xfe"}},
+	} {
 		line := appendRecord(nil, &r)
 		if !json.Valid(line) || bytes.ContainsAny(line, "\n\r") {
 			t.Fatalf("appendRecord wrote invalid JSON or a line break: %s", line)
@@ -36,11 +43,14 @@ func TestRecordRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("parseRecord(%s) = %v", line, err)
 		}
+		if back := r.readBack(); !reflect.DeepEqual(got, back) {
+			t.Errorf("readBack\n got %+v\nwant %+v (parsed)", back, got)
+		}
 		if !got.AcquiredAt.Equal(r.AcquiredAt) || !got.ExpiresAt.Equal(r.ExpiresAt) {
 			t.Errorf("times = %v %v, want %v %v", got.AcquiredAt, got.ExpiresAt, r.AcquiredAt, r.ExpiresAt)
 		}
 		got.AcquiredAt, got.ExpiresAt, r.AcquiredAt, r.ExpiresAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
-		if got != r {
+		if lossy := i == 4; !lossy && got != r {
 			t.Errorf("round trip\n got %+v\nwant %+v", got, r)
 		}
 	}
@@ -101,6 +111,9 @@ func FuzzRecord(f *testing.F) {
 		got, err := parseRecord(line, nil)
 		if err != nil {
 			t.Fatalf("parseRecord(%q) = %v", line, err)
+		}
+		if back := r.readBack(); !reflect.DeepEqual(got, back) {
+			t.Fatalf("readBack disagrees with parsing\n got %+v\nwant %+v", back, got)
 		}
 		// Each invalid UTF-8 byte is written as U+FFFD, as encoding/json
 		// does, which is what converting to runes gives too.

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,6 +21,33 @@ import (
 // would let a lease expire in the store while its holder, waking up, still
 // counted it valid. Its values mean nothing after a reboot; records
 // therefore carry the boot id, and a record from another boot is expired.
+
+// linksAndSize returns the link count and size of the open file fd. It
+// asks statx for those two only: a stat that includes the times marks them
+// as seen, after which (Linux 6.13 and later, multigrain timestamps) every
+// write must store a fresh fine-grained mtime, which dirties the inode and
+// costs ext4 a journal update per write.
+// Kernels before 4.11, and some seccomp filters, lack statx: fstat then.
+func linksAndSize(fd int) (nlink uint64, size int64, err error) {
+	if !noStatx.Load() {
+		var stx unix.Statx_t
+		err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_NLINK|unix.STATX_SIZE, &stx)
+		if err == nil {
+			return uint64(stx.Nlink), int64(stx.Size), nil
+		}
+		if err != unix.ENOSYS && err != unix.EPERM {
+			return 0, 0, err
+		}
+		noStatx.Store(true)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, 0, err
+	}
+	return uint64(st.Nlink), st.Size, nil
+}
+
+var noStatx atomic.Bool
 
 // bootID returns this boot's id, or "" if it cannot be read (then expiry
 // falls back to the wall clock).

@@ -2,13 +2,26 @@
 
 package filelock
 
-import "errors"
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+)
 
 // Outside Linux there is no portable system-wide monotonic clock or process
 // start time: expiry uses the wall clock and a dead holder is only freed at
 // its TTL.
 
-func bootID() string       { return "" }
+func bootID() string { return "" }
+
+// linksAndSize returns the link count and size of the open file fd.
+func linksAndSize(fd int) (nlink uint64, size int64, err error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, 0, err
+	}
+	return uint64(st.Nlink), st.Size, nil
+}
 func monoNanos() int64     { return 0 }
 func pidNamespace() string { return "" }
 

@@ -14,7 +14,7 @@ import (
 
 // FileFloor measures, in a scratch file under dir, the system calls the
 // file backend makes for one state change on a cached descriptor (flock,
-// fstat, pread, pwrite, unlock), twice per pair since a pair is an acquire
+// statx or fstat, pread, pwrite, unlock), twice per pair since a pair is an acquire
 // and a release. The backend adds to this only its own work (record codec,
 // token hash, the core): the gap to the serial figure is what dlock costs
 // above the kernel. The scratch file is removed afterwards.
@@ -35,11 +35,11 @@ func FileFloor(ctx context.Context, dir string, d time.Duration) (Floor, error) 
 		if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 			return err
 		}
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
+		size, err := fileSize(fd)
+		if err != nil {
 			return err
 		}
-		if _, err := unix.Pread(fd, buf[:min(st.Size, int64(len(buf)))], 0); err != nil {
+		if _, err := unix.Pread(fd, buf[:min(size, int64(len(buf)))], 0); err != nil {
 			return err
 		}
 		if _, err := unix.Pwrite(fd, record, 0); err != nil {
@@ -47,7 +47,7 @@ func FileFloor(ctx context.Context, dir string, d time.Duration) (Floor, error) 
 		}
 		return unix.Flock(fd, unix.LOCK_UN)
 	}
-	fl, err := measureFloor(ctx, "file", "2 x (flock, fstat, pread, pwrite, unlock) on a cached descriptor in "+filepath.Clean(dir), d,
+	fl, err := measureFloor(ctx, "file", "2 x (flock, statx, pread, pwrite, unlock) on a cached descriptor in "+filepath.Clean(dir), d,
 		func() error {
 			if err := change(); err != nil {
 				return err
