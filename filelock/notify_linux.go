@@ -24,10 +24,12 @@ const deadHolderPoll = 100 * time.Millisecond
 // directory (instances are limited per user, so not one per waiter) and a
 // ticker, both running only while someone waits.
 type watcher struct {
-	mu   sync.Mutex
-	subs map[string]map[chan struct{}]struct{} // file name -> waiters
-	stop func()                                // stops the running instance
-	poll time.Duration                         // 0: deadHolderPoll; tests change it
+	mu    sync.Mutex
+	subs  map[string]map[chan struct{}]struct{} // file name -> waiters
+	marks map[string]int                        // file name -> fd holding its wait mark
+	stop  func()                                // stops the running instance
+	poll  time.Duration                         // 0: deadHolderPoll; tests change it
+	dir   string
 }
 
 // Subscribe implements [dlock.Notifier]. The channel receives a value after
@@ -36,6 +38,10 @@ type watcher struct {
 // holder that died. Grants and refreshes, which only write, wake nobody: with
 // a crowd of waiters each wake-up costs every one of them a look at the
 // file. If inotify is not available, only the 100ms wake-ups remain.
+//
+// Releases and breaks only touch the file's times while some waiter holds
+// its wait mark ([waitMark]); Subscribe sets it, once per key and Backend,
+// creating the (then empty) file if there is none yet.
 func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
@@ -50,10 +56,12 @@ func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, f
 		w.subs = make(map[string]map[chan struct{}]struct{})
 	}
 	if len(w.subs) == 0 {
+		w.dir = b.dir
 		w.stop = w.start(b.dir)
 	}
 	if w.subs[name] == nil {
 		w.subs[name] = make(map[chan struct{}]struct{})
+		w.mark(name)
 	}
 	w.subs[name][ch] = struct{}{}
 	var once sync.Once
@@ -64,6 +72,7 @@ func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, f
 			delete(w.subs[name], ch)
 			if len(w.subs[name]) == 0 {
 				delete(w.subs, name)
+				w.unmark(name)
 			}
 			if len(w.subs) == 0 {
 				w.stop()
@@ -125,9 +134,70 @@ func (w *watcher) read(f *os.File) {
 			for end < len(nameBytes) && nameBytes[end] != 0 {
 				end++
 			}
-			w.wake(string(nameBytes[:end]))
+			name := string(nameBytes[:end])
+			if ev.Mask&(unix.IN_DELETE|unix.IN_MOVED_FROM) != 0 {
+				w.remark(name)
+			}
+			w.wake(name)
 		}
 	}
+}
+
+// mark opens the named key file, creating it if missing, and read-locks
+// its wait mark, so that releases and breaks, in any process, wake the
+// waiters. Called with w.mu held, for the first waiter of name. Best
+// effort: without a mark (the file cannot be opened, or no descriptor is
+// left) waiters still wake on the poll.
+func (w *watcher) mark(name string) {
+	if w.marks == nil {
+		w.marks = make(map[string]int)
+	}
+	path := w.dir + "/" + name
+	for {
+		fd, err := openRetry(path, unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW)
+		if err != nil {
+			return
+		}
+		lk := unix.Flock_t{Type: unix.F_RDLCK, Whence: 0, Start: waitMark, Len: 1}
+		if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk); err != nil {
+			unix.Close(fd)
+			return
+		}
+		// A cleaner may have deleted the file between the open and the
+		// lock: a mark on a nameless inode marks nothing.
+		nlink, _, err := linksAndSize(fd)
+		if err != nil || nlink == 0 {
+			unix.Close(fd)
+			if err != nil {
+				return
+			}
+			continue
+		}
+		w.marks[name] = fd
+		return
+	}
+}
+
+// unmark drops the wait mark of name (closing the descriptor drops the lock).
+// Called with w.mu held.
+func (w *watcher) unmark(name string) {
+	if fd, ok := w.marks[name]; ok {
+		unix.Close(fd)
+		delete(w.marks, name)
+	}
+}
+
+// remark moves the mark of name to the file that now has the name, after
+// the marked one was deleted (by cleanup) or renamed away. A release in
+// between wakes nobody: its waiters still wake on the poll.
+func (w *watcher) remark(name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, waited := w.subs[name]; !waited {
+		return
+	}
+	w.unmark(name)
+	w.mark(name)
 }
 
 func (w *watcher) tick(done <-chan struct{}, poll time.Duration) {

@@ -1,8 +1,12 @@
 package filelock
 
 import (
+	"bytes"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/dlock-dev/dlock"
 )
@@ -102,4 +106,103 @@ func TestSubscribeWakesOnReleaseOnly(t *testing.T) {
 		t.Fatalf("Break = found %v, err %v", found, err)
 	}
 	wait(keyCh, "the break")
+}
+
+// TestReleaseTouchesTimesOnlyForWaiters checks that a release touches the
+// key file's times (IN_ATTRIB) only while a waiter, here in another
+// Backend, holds the file's wait mark, and that the mark follows the key
+// to a new file after cleanup deleted the marked one.
+func TestReleaseTouchesTimesOnlyForWaiters(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	waiter, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiter.watch.poll = time.Hour
+	other, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := dlock.New(other, dlock.WithTTL(time.Hour))
+	key := t.Name() + "/key"
+	id := keyID(key)
+	name := id.name()
+
+	// A raw inotify instance of our own counts the IN_ATTRIB events.
+	in, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Skip("no inotify:", err)
+	}
+	defer unix.Close(in)
+	if _, err := unix.InotifyAddWatch(in, dir, unix.IN_ATTRIB); err != nil {
+		t.Fatal(err)
+	}
+	attribs := func() int {
+		n := 0
+		buf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
+		for {
+			k, err := unix.Read(in, buf)
+			if err != nil {
+				return n
+			}
+			for off := 0; off+unix.SizeofInotifyEvent <= k; {
+				ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+				nb := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
+				off += unix.SizeofInotifyEvent + int(ev.Len)
+				if string(bytes.TrimRight(nb, "\x00")) == name {
+					n++
+				}
+			}
+		}
+	}
+	pair := func() {
+		t.Helper()
+		l, err := holder.TryAcquire(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no wake-up after %s", what)
+		}
+	}
+
+	pair()
+	if n := attribs(); n != 0 {
+		t.Fatalf("a release without waiters touched the file's times (%d IN_ATTRIB)", n)
+	}
+
+	ch, cancel, err := waiter.Subscribe(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair()
+	wait(ch, "the release")
+	if n := attribs(); n != 1 {
+		t.Fatalf("a release with a waiter: %d IN_ATTRIB, want 1", n)
+	}
+
+	// Cleanup deletes the (free) file: the waiter wakes, and marks the
+	// file the next acquire creates.
+	if _, err := other.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wait(ch, "the cleanup")
+	pair()
+	wait(ch, "the release after the cleanup")
+
+	cancel()
+	attribs()
+	pair()
+	if n := attribs(); n != 0 {
+		t.Fatalf("a release after the waiter left touched the file's times (%d IN_ATTRIB)", n)
+	}
 }
