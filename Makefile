@@ -17,7 +17,7 @@ check:
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	cd bench/peers && $(GO) vet ./...   # a module of its own: keep it building
+	cd bench/peers && $(GO) vet ./... && $(GO) test ./...   # a module of its own: keep it building
 
 demo:
 	$(GO) run ./examples/singleinstance -launch 100

@@ -15,10 +15,14 @@
 // It is a module of its own so that the peers never become dependencies
 // of dlock; it imports the scenarios from dlock's internal/bench through a
 // replace directive, so the figures come from the same code as
-// `dlock bench` and `go test -bench`. See docs/bench.md.
+// `dlock bench` and `go test -bench`. Within a scenario the subjects take
+// turns in short rounds (--rounds) and each one's median round is
+// reported, so that load drifting on a shared machine hits all alike. See
+// docs/bench.md.
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,6 +31,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +53,7 @@ func main() {
 type options struct {
 	duration  time.Duration
 	workers   int
+	rounds    int
 	hold      time.Duration
 	scenario  string
 	redisAddr string
@@ -63,6 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.DurationVar(&o.duration, "duration", bench.DefaultDuration, "how long each scenario runs for each subject")
 	fs.IntVar(&o.workers, "workers", bench.DefaultWorkers, "goroutines in parallel and contended")
+	fs.IntVar(&o.rounds, "rounds", 3, "split each subject's --duration into this many rounds, interleaved with the other subjects'; report the median round")
 	fs.DurationVar(&o.hold, "hold", bench.DefaultHold, "time a contended worker holds the lock (0: release at once)")
 	fs.StringVar(&o.scenario, "scenario", "all", "serial, parallel, contended or all")
 	fs.StringVar(&o.redisAddr, "redis", "", "host:port of a Redis server nothing else uses (default: start redis-server on a free port)")
@@ -92,6 +99,8 @@ func (o *options) check(fs *flag.FlagSet) error {
 		return errors.New("--duration must be positive")
 	case o.workers < 1:
 		return errors.New("--workers must be at least 1")
+	case o.rounds < 1 || o.duration/time.Duration(o.rounds) < 100*time.Millisecond:
+		return errors.New("--rounds must be at least 1, and --duration/--rounds at least 100ms")
 	case o.hold < 0:
 		return errors.New("--hold must not be negative")
 	case o.scenario != "all" && o.scenario != string(bench.Serial) &&
@@ -99,6 +108,20 @@ func (o *options) check(fs *flag.FlagSet) error {
 		return fmt.Errorf("bad --scenario %q: use serial, parallel, contended or all", o.scenario)
 	}
 	return nil
+}
+
+// median returns the round with the median ops/s, carrying the violations
+// and fence regressions of every round: a violation in any round counts.
+func median(rounds []bench.Result) bench.Result {
+	sorted := slices.Clone(rounds)
+	slices.SortFunc(sorted, func(a, b bench.Result) int { return cmp.Compare(a.PerSecond, b.PerSecond) })
+	m := sorted[len(sorted)/2]
+	m.Violations, m.FenceRegressions = 0, 0
+	for _, r := range rounds {
+		m.Violations += r.Violations
+		m.FenceRegressions += r.FenceRegressions
+	}
+	return m
 }
 
 // group is a set of subjects on one store, compared with each other.
@@ -149,18 +172,32 @@ func compare(ctx context.Context, o options, args []string, stdout, stderr io.Wr
 	if o.scenario != "all" {
 		scenarios = []bench.Scenario{bench.Scenario(o.scenario)}
 	}
-	// Scenario by scenario, every subject in turn, so that a machine whose
-	// load drifts during the run affects all subjects of a row alike.
+	// Scenario by scenario, the subjects of a group take turns in short
+	// rounds (each round starting with the next subject), so that a machine
+	// whose load drifts during the run affects them alike; each subject's
+	// median round is reported, with the violations of all its rounds.
+	cfg.Duration = o.duration / time.Duration(o.rounds)
+	report.Notes = append(report.Notes, fmt.Sprintf(
+		"each figure: the median (by ops/s) of %d interleaved rounds of %v per subject", o.rounds, cfg.Duration))
 	for _, sc := range scenarios {
 		for _, g := range groups {
-			for _, s := range g.subjects {
-				fmt.Fprintf(stderr, "peers: %s %s %s for %v\n", g.name, s.Name, sc, o.duration)
-				c := cfg
-				c.Prefix = "dlock-bench/" + strings.ReplaceAll(s.Name, "/", "-") + "/"
-				res, err := bench.Run(ctx, sc, s, c)
-				if err != nil {
-					return fmt.Errorf("%s %s: %w", g.name, s.Name, err)
+			rounds := make([][]bench.Result, len(g.subjects))
+			for r := range o.rounds {
+				for k := range g.subjects {
+					i := (k + r) % len(g.subjects)
+					s := g.subjects[i]
+					fmt.Fprintf(stderr, "peers: %s %s %s, round %d of %d, %v\n", g.name, s.Name, sc, r+1, o.rounds, cfg.Duration)
+					c := cfg
+					c.Prefix = "dlock-bench/" + strings.ReplaceAll(s.Name, "/", "-") + "/"
+					res, err := bench.Run(ctx, sc, s, c)
+					if err != nil {
+						return fmt.Errorf("%s %s: %w", g.name, s.Name, err)
+					}
+					rounds[i] = append(rounds[i], res)
 				}
+			}
+			for _, rs := range rounds {
+				res := median(rs)
 				res.Group = g.name
 				report.Results = append(report.Results, res)
 			}
