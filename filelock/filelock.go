@@ -46,9 +46,12 @@
 // # Waiting
 //
 // On Linux the Backend is a [dlock.Notifier]: waiters are woken by inotify
-// when the key's file is written or removed (a release, break or cleanup),
-// and every 100ms besides, since a holder that dies writes nothing.
-// Elsewhere the core polls with backoff.
+// when a release or break touches the key file's times or a cleanup
+// removes it, and every 100ms besides, since a holder that dies writes
+// nothing. A release touches the times only when some process waits: each
+// waiting Backend holds an open-file-description read lock on a byte far
+// past the record (its wait mark, gone with its process), which the
+// release asks for. Elsewhere the core polls with backoff.
 //
 // # Fences
 //
