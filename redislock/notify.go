@@ -46,8 +46,9 @@ const (
 // spurious wake-up costs one acquire attempt); the core also wakes waiters
 // at the holder's expiry, whatever happens here.
 type notifier struct {
-	rdb  redis.UniversalClient
-	fifo bool // messages without a head wake every waiter (see wake)
+	rdb   redis.UniversalClient
+	fifo  bool          // messages without a head wake every waiter (see wake)
+	grace time.Duration // FIFO: how long a named head has to come
 
 	mu     sync.Mutex
 	ps     *redis.PubSub // nil until the first Subscribe
@@ -73,6 +74,7 @@ type channelState struct {
 	pending    int       // subscribe replies still to come
 	ready      chan struct{}
 	fail       *writeFailure // of the latest SUBSCRIBE
+	fallback   *time.Timer   // FIFO: wakes everyone if a named head never came
 }
 
 // waiter is one subscription.
@@ -103,9 +105,10 @@ type wireOp struct {
 	fail      *writeFailure // for SUBSCRIBE
 }
 
-func (n *notifier) init(rdb redis.UniversalClient, fifo bool) {
+func (n *notifier) init(rdb redis.UniversalClient, fifo bool, grace time.Duration) {
 	n.rdb = rdb
 	n.fifo = fifo
+	n.grace = grace
 	n.chans = make(map[string]*channelState)
 	n.stop = make(chan struct{})
 	n.opReady = make(chan struct{}, 1)
@@ -231,6 +234,9 @@ func (n *notifier) unsubscribe(channel string, w *waiter) {
 // Callers hold n.mu.
 func (n *notifier) gc(channel string, st *channelState) {
 	if len(st.waiters) == 0 && !st.subscribed && st.pending == 0 {
+		if st.fallback != nil {
+			st.fallback.Stop()
+		}
 		delete(n.chans, channel)
 	}
 }
@@ -316,21 +322,34 @@ func (n *notifier) lost() {
 
 // wake handles a message. Its payload is the lock id of the FIFO queue's
 // head when the publisher knew one: only that waiter is woken, if it waits
-// here. Otherwise one waiter is woken, or with FIFO all of them, since any
-// of them may be the head.
+// here. A head waiting elsewhere may have died; it then loses its place
+// after the grace, and since nobody else was woken, this process's waiters
+// look again then unless another message came first. Without a head, one
+// waiter is woken, or with FIFO all of them, since any may be the head.
 func (n *notifier) wake(channel, head string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	st := n.chans[channel]
+	if st != nil && st.fallback != nil {
+		st.fallback.Stop()
+	}
 	switch {
 	case st == nil:
 	case head != "":
 		for _, w := range st.waiters {
 			if w.id == head {
 				w.signal()
-				break
+				return
 			}
 		}
+		// A little past the grace, so that the head's place has lapsed.
+		st.fallback = time.AfterFunc(n.grace+n.grace/10, func() {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			if n.chans[channel] == st {
+				st.wakeAll()
+			}
+		})
 	case n.fifo:
 		st.wakeAll()
 	default:

@@ -3,13 +3,14 @@ package redislock
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 // newTestNotifier returns a notifier with channel "c" and n waiters on it,
 // without a connection: these tests drive its message handling directly.
 func newTestNotifier(fifo bool, n int) (*notifier, []*waiter) {
 	var nt notifier
-	nt.init(nil, fifo)
+	nt.init(nil, fifo, time.Hour)
 	st := &channelState{subscribed: true}
 	nt.chans["c"] = st
 	ws := make([]*waiter, n)

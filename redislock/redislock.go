@@ -177,7 +177,7 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Backend, error) {
 		return nil, fmt.Errorf("redislock: %w: nil client", dlock.ErrInvalidOption)
 	}
 	b := &Backend{rdb: rdb, prefix: o.prefix, fifo: o.fifo, grace: o.grace, direct: deadlineAware(rdb)}
-	b.notify.init(rdb, o.fifo)
+	b.notify.init(rdb, o.fifo, o.grace)
 	b.queue.init()
 	return b, nil
 }
@@ -300,7 +300,7 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 	b.queue.forget(id)
 	args := []any{token, n.channel}
 	if b.fifo {
-		args = append(args, id)
+		args = append(args, id, b.grace.Milliseconds())
 	}
 	r, err := call(ctx, b.direct, func(ctx context.Context) (reply, error) {
 		return b.run(ctx, releaseScript, n.releaseKeys(id, b.fifo), args...)

@@ -161,11 +161,12 @@ return {5, false, tonumber(ARGV[2]), id, fence, at, host, pid, label}
 `)
 
 // releaseScript: KEYS lock, meta, void, and with FIFO queue, qexp; ARGV
-// token, channel, and with FIFO the lock id. A token that does not hold
-// the key is marked void. The release is published to wake a waiter; with
-// FIFO it also drops the token's ticket (an abandoned acquire may have
-// left one) and names the queue's head if its ticket is live: the one
-// waiter the key is for.
+// token, channel, and with FIFO the lock id and the grace ms. A token that
+// does not hold the key is marked void. The release is published to wake
+// a waiter; with FIFO it also drops the token's ticket (an abandoned
+// acquire may have left one) and names the queue's head if its ticket is
+// live: the one waiter the key is for, which must come within the grace or
+// lose its place (the others then look again; see notifier.wake).
 var releaseScript = redis.NewScript(`
 local head = ''
 if ARGV[3] and redis.call('EXISTS', KEYS[4]) == 1 then
@@ -174,8 +175,11 @@ if ARGV[3] and redis.call('EXISTS', KEYS[4]) == 1 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local h = redis.call('ZRANGE', KEYS[4], 0, 0)
-  if #h > 0 and (tonumber(redis.call('ZSCORE', KEYS[5], h[1]) or 0)) > now then
+  local deadline = #h > 0 and tonumber(redis.call('ZSCORE', KEYS[5], h[1]) or 0) or 0
+  if deadline > now then
     head = h[1]
+    local due = now + tonumber(ARGV[4])
+    if deadline > due then redis.call('ZADD', KEYS[5], 'XX', due, head) end
   end
 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then

@@ -1,0 +1,90 @@
+package redislock
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/internal/testserver"
+)
+
+// denials is the Backend, reporting each refused Acquire.
+type denials struct {
+	*Backend
+	denied chan struct{}
+}
+
+func (d *denials) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
+	rec, ok, err := d.Backend.Acquire(ctx, req)
+	if err == nil && !ok {
+		select {
+		case d.denied <- struct{}{}:
+		default:
+		}
+	}
+	return rec, ok, err
+}
+
+// TestFIFODeadHeadIsSkipped: the waiter at the head of the queue died
+// without leaving it (its ticket stays, deadline an hour away). A release
+// names that head, so nobody else is woken by it; the living waiter behind
+// must still get the key about one grace later, not when the holder's
+// minute-long lease would have ended.
+func TestFIFODeadHeadIsSkipped(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	const grace = 200 * time.Millisecond
+	b, err := New(rdb, WithFIFO(true), WithFIFOGrace(grace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := t.Context()
+	key := "dead-head"
+	n := b.names(key)
+
+	holder, err := dlock.New(b).TryAcquire(ctx, key, dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now, err := rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The dead waiter's ticket: first in line, valid for an hour.
+	if err := rdb.ZAdd(ctx, n.queue, redis.Z{Score: 1, Member: "dead000000000000"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZAdd(ctx, n.expiry, redis.Z{Score: float64(now.Add(time.Hour).UnixMilli()), Member: "dead000000000000"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	watched := &denials{Backend: b, denied: make(chan struct{}, 10)}
+	got := make(chan error, 1)
+	go func() {
+		l, err := dlock.New(watched).Acquire(ctx, key, dlock.WithMaxWait(50*time.Second))
+		if err == nil {
+			err = l.Release(ctx)
+		}
+		got <- err
+	}()
+	<-watched.denied // it holds its ticket behind the dead one
+	if c, err := rdb.ZCard(ctx, n.queue).Result(); err != nil || c != 2 {
+		t.Fatalf("queue holds %d tickets (%v), want the dead one and the waiter's", c, err)
+	}
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("waiter behind a dead head: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter behind a dead head was not granted the key within 10s (the holder's lease had 50s left)")
+	}
+}
