@@ -74,3 +74,15 @@ func TestConformanceSentinel(t *testing.T) {
 		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()))
 	})
 }
+
+// TestConformanceTLS runs the suite over TLS to a redis-server that speaks
+// nothing else.
+func TestConformanceTLS(t *testing.T) {
+	t.Parallel()
+	srv := testserver.StartRedisTLS(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, TLSConfig: srv.Config, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
+		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()))
+	})
+}
