@@ -106,9 +106,10 @@ type Notifier interface {
 type waitingKey struct{}
 
 // WaitingLockID returns the lock id that the waiting [Client.Acquire] that
-// made ctx asks for, if ctx was made by one: the core passes such a context
-// to [Notifier.Subscribe] and to each of that wait's [Backend.Acquire]
-// calls. A backend can thus tell a waiter's attempt (ok and id equal to the
+// made ctx asks for, if ctx was made by one. The core makes such a context
+// only for a backend that is a [Notifier], and passes it to
+// [Notifier.Subscribe] and to each of that wait's [Backend.Acquire] calls.
+// A backend can thus tell a waiter's attempt (ok and id equal to the
 // request's LockID) from a one-shot TryAcquire.
 func WaitingLockID(ctx context.Context) (id string, ok bool) {
 	id, ok = ctx.Value(waitingKey{}).(string)

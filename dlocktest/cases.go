@@ -409,7 +409,7 @@ func testWaitWokenByRelease(e *env) {
 	t, ctx := e.t, e.t.Context()
 	key := e.key("awaited")
 	holder := e.acquire(e.c1, key, dlock.WithTTL(time.Minute))
-	watched, denied := watchDenials(e.b)
+	watched, denied := WatchDenials(e.b)
 	waiter := dlock.New(watched)
 	t.Cleanup(func() { _, _ = waiter.ReleaseAll(context.Background()) })
 
@@ -448,7 +448,7 @@ func testWaitWokenByRelease(e *env) {
 // result.
 func (e *env) startWaiter(ctx context.Context, key string, opts ...dlock.Option) <-chan error {
 	e.t.Helper()
-	watched, denied := watchDenials(e.b)
+	watched, denied := WatchDenials(e.b)
 	waiter := dlock.New(watched)
 	done := make(chan error, 1)
 	go func() {

@@ -33,9 +33,11 @@ type notifyingDenialWatcher struct {
 	dlock.Notifier
 }
 
-// watchDenials wraps b; the channel receives (without blocking the caller)
-// after each Acquire that was denied.
-func watchDenials(b dlock.Backend) (dlock.Backend, <-chan struct{}) {
+// WatchDenials wraps b for a test that must know a waiter is really
+// waiting before it releases or cancels: the channel receives (without
+// blocking the caller) after each Acquire that was denied. A Notifier stays
+// one, so waiters are woken as they would be without the wrapper.
+func WatchDenials(b dlock.Backend) (dlock.Backend, <-chan struct{}) {
 	w := &denialWatcher{Backend: b, denied: make(chan struct{}, 1)}
 	if n, ok := b.(dlock.Notifier); ok {
 		return &notifyingDenialWatcher{denialWatcher: w, Notifier: n}, w.denied

@@ -2,31 +2,16 @@ package redislock
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/dlocktest"
 	"github.com/dlock-dev/dlock/internal/testserver"
 )
-
-// denials is the Backend, reporting each refused Acquire.
-type denials struct {
-	*Backend
-	denied chan struct{}
-}
-
-func (d *denials) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
-	rec, ok, err := d.Backend.Acquire(ctx, req)
-	if err == nil && !ok {
-		select {
-		case d.denied <- struct{}{}:
-		default:
-		}
-	}
-	return rec, ok, err
-}
 
 // TestFIFODeadHeadIsSkipped: the waiter at the head of the queue died
 // without leaving it (its ticket stays, deadline an hour away). A release
@@ -63,7 +48,7 @@ func TestFIFODeadHeadIsSkipped(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	watched := &denials{Backend: b, denied: make(chan struct{}, 10)}
+	watched, denied := dlocktest.WatchDenials(b)
 	got := make(chan error, 1)
 	go func() {
 		l, err := dlock.New(watched).Acquire(ctx, key, dlock.WithMaxWait(50*time.Second))
@@ -72,7 +57,7 @@ func TestFIFODeadHeadIsSkipped(t *testing.T) {
 		}
 		got <- err
 	}()
-	<-watched.denied // it holds its ticket behind the dead one
+	<-denied // it holds its ticket behind the dead one
 	if c, err := rdb.ZCard(ctx, n.queue).Result(); err != nil || c != 2 {
 		t.Fatalf("queue holds %d tickets (%v), want the dead one and the waiter's", c, err)
 	}
@@ -86,5 +71,44 @@ func TestFIFODeadHeadIsSkipped(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiter behind a dead head was not granted the key within 10s (the holder's lease had 50s left)")
+	}
+}
+
+// TestFIFOFailedReleaseKeepsHeadsPlace: a release whose token does not
+// hold the key (the cleanup of an abandoned acquire) frees nothing, so it
+// must not give the head of the queue less time to come.
+func TestFIFOFailedReleaseKeepsHeadsPlace(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	b, err := New(rdb, WithFIFO(true), WithFIFOGrace(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := t.Context()
+	key := "failed-release"
+	n := b.names(key)
+	holder, err := dlock.New(b).TryAcquire(ctx, key, dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Release(ctx)
+	watched, denied := dlocktest.WatchDenials(b)
+	waitCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _, _ = dlock.New(watched).Acquire(waitCtx, key) }()
+	<-denied // the waiter holds its ticket: the head of the queue
+	ids, err := rdb.ZRange(ctx, n.queue, 0, 0).Result()
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("queue head: %v, %v", ids, err)
+	}
+	before := rdb.ZScore(ctx, n.expiry, ids[0]).Val()
+
+	if err := b.Release(ctx, key, "not-the-holders-token-0123456789"); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Fatalf("release with another token: %v, want ErrNotHeld", err)
+	}
+	if after := rdb.ZScore(ctx, n.expiry, ids[0]).Val(); after != before {
+		t.Errorf("a release that freed nothing moved the head's deadline from %v to %v", before, after)
 	}
 }

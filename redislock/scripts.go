@@ -166,12 +166,21 @@ return {5, false, tonumber(ARGV[2]), id, fence, at, host, pid, label}
 // a waiter; with FIFO it also drops the token's ticket (an abandoned
 // acquire may have left one) and names the queue's head if its ticket is
 // live: the one waiter the key is for, which must come within the grace or
-// lose its place (the others then look again; see notifier.wake).
+// lose its place (the others then look again; see notifier.wake). Only a
+// release that freed the key shortens the head's time.
 var releaseScript = redis.NewScript(`
-local head = ''
-if ARGV[3] and redis.call('EXISTS', KEYS[4]) == 1 then
+local fifo = ARGV[3] and redis.call('EXISTS', KEYS[4]) == 1
+if fifo then
   redis.call('ZREM', KEYS[4], ARGV[3])
   redis.call('ZREM', KEYS[5], ARGV[3])
+end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  redis.call('SET', KEYS[3], '1', 'PX', ` + voidTTLms + `)
+  return {0}
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+local head = ''
+if fifo then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local h = redis.call('ZRANGE', KEYS[4], 0, 0)
@@ -182,11 +191,6 @@ if ARGV[3] and redis.call('EXISTS', KEYS[4]) == 1 then
     if deadline > due then redis.call('ZADD', KEYS[5], 'XX', due, head) end
   end
 end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  redis.call('SET', KEYS[3], '1', 'PX', ` + voidTTLms + `)
-  return {0}
-end
-redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('PUBLISH', ARGV[2], head)
 return {1}
 `)
