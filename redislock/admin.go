@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -145,9 +144,7 @@ func (b *Backend) scanAll(ctx context.Context, prefix string) ([]string, error) 
 	return slices.Compact(keys), nil
 }
 
-// runAll runs script once per key, pipelined in batches. A script the
-// server has not cached (NOSCRIPT) is run again through Script.Run, which
-// loads it.
+// runAll runs script once per key, pipelined in batches.
 func (b *Backend) runAll(ctx context.Context, s *redis.Script, keys []string, args func(names) []any) ([]reply, error) {
 	out := make([]reply, 0, len(keys))
 	for start := 0; start < len(keys); start += batch {
@@ -164,28 +161,16 @@ func (b *Backend) runAll(ctx context.Context, s *redis.Script, keys []string, ar
 }
 
 func (b *Backend) runBatch(ctx context.Context, s *redis.Script, keys []string, args func(names) []any) ([]reply, error) {
-	pipe := b.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(keys))
+	calls := make([]scriptCall, len(keys))
 	for i, key := range keys {
 		n := b.names(key)
-		cmds[i] = s.EvalSha(ctx, pipe, n.pair(), args(n)...)
+		calls[i] = scriptCall{s, n.pair(), args(n)}
 	}
-	_, _ = pipe.Exec(ctx) // errors are per command
-	out := make([]reply, len(keys))
-	for i, cmd := range cmds {
-		v, err := cmd.Result()
-		if redis.HasErrorPrefix(err, "NOSCRIPT") {
-			n := b.names(keys[i])
-			v, err = s.Run(ctx, b.rdb, n.pair(), args(n)...).Result()
-		}
+	replies, errs := runPipelined(ctx, b.rdb, calls)
+	for _, err := range errs {
 		if err != nil {
 			return nil, err
 		}
-		r, err := parseReply(v, time.Now())
-		if err != nil {
-			return nil, err
-		}
-		out[i] = r
 	}
-	return out, nil
+	return replies, nil
 }

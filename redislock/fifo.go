@@ -90,9 +90,7 @@ func (t *ticket) dequeue() {
 	defer cancel()
 	n := t.b.names(t.key)
 	// On failure the ticket lapses at its deadline.
-	_, _ = call(ctx, t.b.direct, func(ctx context.Context) (reply, error) {
-		return t.b.run(ctx, dequeueScript, n.dequeueKeys(), t.id, n.channel)
-	}, nil)
+	_, _ = t.b.script(ctx, scriptCall{dequeueScript, n.dequeueKeys(), []any{t.id, n.channel}}, nil)
 }
 
 // close drops every ticket this backend holds.

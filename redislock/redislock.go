@@ -31,6 +31,14 @@
 // until the key is released or its holder's lease ends instead of polling.
 // [WithFIFO] grants a contended key in arrival order (see its comment).
 //
+// # Round trips
+//
+// Each operation is one script, sent at once while fewer than four of the
+// backend's scripts are in flight. Beyond that, scripts queue and go out
+// together as one pipeline when a script in flight returns, so that under
+// heavy parallel load many callers share a round trip. A queued caller
+// still returns at its context's deadline.
+//
 // # Guarantees
 //
 //   - Mutual exclusion: while the Redis node that owns the key keeps its
@@ -82,6 +90,7 @@ type Backend struct {
 
 	notify notifier
 	queue  fifoState
+	batch  batcher
 
 	// direct: go-redis itself ends a call at its context's deadline and
 	// bounds every call by its timeouts, so calls run on the caller's
@@ -179,6 +188,7 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Backend, error) {
 	b := &Backend{rdb: rdb, prefix: o.prefix, fifo: o.fifo, grace: o.grace, direct: deadlineAware(rdb)}
 	b.notify.init(rdb, o.fifo, o.grace)
 	b.queue.init()
+	b.batch.rdb = rdb
 	return b, nil
 }
 
@@ -219,9 +229,7 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	// after we return: the late result releases it instead of leaving the
 	// key held until its TTL. (The core also releases on error, but its
 	// release can overtake the acquire on another connection.)
-	r, err := call(ctx, b.direct, func(ctx context.Context) (reply, error) {
-		return b.run(ctx, acquireScript, n.acquireKeys(req.LockID, b.fifo), args...)
-	}, func(r reply) {
+	r, err := b.script(ctx, scriptCall{acquireScript, n.acquireKeys(req.LockID, b.fifo), args}, func(r reply) {
 		if r.state == stateGranted {
 			ctx, cancel := context.WithTimeout(context.Background(), lateReleaseTimeout)
 			defer cancel()
@@ -276,9 +284,7 @@ const lateReleaseTimeout = 5 * time.Second
 // Refresh implements [dlock.Backend].
 func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Duration) (dlock.Record, error) {
 	n := b.names(key)
-	r, err := call(ctx, b.direct, func(ctx context.Context) (reply, error) {
-		return b.run(ctx, refreshScript, n.pair(), token, ttl.Milliseconds())
-	}, nil)
+	r, err := b.script(ctx, scriptCall{refreshScript, n.pair(), []any{token, ttl.Milliseconds()}}, nil)
 	if err != nil {
 		return dlock.Record{}, b.fail(ctx, "refresh", key, err)
 	}
@@ -302,9 +308,7 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 	if b.fifo {
 		args = append(args, id, b.grace.Milliseconds())
 	}
-	r, err := call(ctx, b.direct, func(ctx context.Context) (reply, error) {
-		return b.run(ctx, releaseScript, n.releaseKeys(id, b.fifo), args...)
-	}, nil)
+	r, err := b.script(ctx, scriptCall{releaseScript, n.releaseKeys(id, b.fifo), args}, nil)
 	if err != nil {
 		return b.fail(ctx, "release", key, err)
 	}
@@ -319,9 +323,7 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 // a dlock token, its expiry, fence 0 and no owner.
 func (b *Backend) Inspect(ctx context.Context, key string) (dlock.Record, bool, error) {
 	n := b.names(key)
-	r, err := call(ctx, b.direct, func(ctx context.Context) (reply, error) {
-		return b.run(ctx, inspectScript, n.pair())
-	}, nil)
+	r, err := b.script(ctx, scriptCall{inspectScript, n.pair(), nil}, nil)
 	if err != nil {
 		return dlock.Record{}, false, b.fail(ctx, "inspect", key, err)
 	}
@@ -339,9 +341,7 @@ func (b *Backend) Inspect(ctx context.Context, key string) (dlock.Record, bool, 
 // library's lock.
 func (b *Backend) Break(ctx context.Context, key string) (dlock.Record, bool, error) {
 	n := b.names(key)
-	r, err := call(ctx, b.direct, func(ctx context.Context) (reply, error) {
-		return b.run(ctx, breakScript, n.pair(), n.channel)
-	}, nil)
+	r, err := b.script(ctx, scriptCall{breakScript, n.pair(), []any{n.channel}}, nil)
 	if err != nil {
 		return dlock.Record{}, false, b.fail(ctx, "break", key, err)
 	}
@@ -356,13 +356,10 @@ func (b *Backend) Break(ctx context.Context, key string) (dlock.Record, bool, er
 	return rec, true, nil
 }
 
-// run runs script on keys and parses its reply.
-func (b *Backend) run(ctx context.Context, s *redis.Script, keys []string, args ...any) (reply, error) {
-	v, err := s.Run(ctx, b.rdb, keys, args...).Result()
-	if err != nil {
-		return reply{}, err
-	}
-	return parseReply(v, time.Now())
+// script runs c and parses its reply, sharing a round trip with the
+// scripts of concurrent callers (see batcher). late is as for call.
+func (b *Backend) script(ctx context.Context, c scriptCall, late func(reply)) (reply, error) {
+	return b.batch.do(ctx, b.direct, c, late)
 }
 
 // deadlineAware reports whether rdb ends each call at its context's
