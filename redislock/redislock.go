@@ -168,12 +168,13 @@ func WithFIFOGrace(d time.Duration) Option {
 // ContextTimeoutEnabled. The backend returns at the context's deadline
 // either way. With ContextTimeoutEnabled and positive read and write
 // timeouts (a *redis.Client or *redis.ClusterClient), recommended, each
-// call runs on the caller's goroutine, which took about 30% off the
-// latency of an acquire+release pair on a 2-core VM; a context cancelled
-// (rather than past its deadline) while a command is in flight then ends
-// the call at the latest at the read timeout. Without them, each call
-// that may be cancelled runs on a goroutine of its own and the caller
-// returns at once.
+// call that does not queue (see Round trips in the package documentation)
+// runs on the caller's goroutine, which took about 30% off the latency of
+// an acquire+release pair on a 2-core VM; a context cancelled (rather than
+// past its deadline) while such a command is in flight then ends the call
+// at the latest at the read timeout. Without them, each call that may be cancelled runs on
+// a goroutine of its own and the caller returns at once. A queued call
+// always returns the moment its context ends.
 func New(rdb redis.UniversalClient, opts ...Option) (*Backend, error) {
 	o := options{prefix: DefaultPrefix, grace: DefaultFIFOGrace}
 	for _, opt := range opts {
