@@ -44,9 +44,10 @@ type queued struct {
 }
 
 // maxInflight is how many scripts or batches may be in flight at once
-// before further scripts queue. Batching at lower concurrency cost more in
-// goroutine hand-offs than it saved (4 workers on a 2-core VM: x0.75);
-// with 16 workers, 4 in flight beat 1, 2 and 8.
+// before further scripts queue. Queueing at lower concurrency cost more in
+// goroutine hand-offs than it saved (a limit of 1 took 4 workers on a
+// 2-core VM from x0.68 to x0.51 of bsm/redislock); with 16 workers, 4 in
+// flight beat 1, 2 and 8.
 const maxInflight = 4
 
 type batcher struct {
@@ -85,24 +86,31 @@ func (q *batcher) do(ctx context.Context, direct bool, c scriptCall, late func(r
 	return r, err
 }
 
-// next sends the scripts that queued meanwhile, if any, or marks the
-// batcher idle.
+// next hands the scripts that queued meanwhile, if any, to a sender.
 func (q *batcher) next() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.queue) == 0 {
-		q.inflight--
-		return
+	if batch := q.take(); batch != nil {
+		go q.send(batch)
 	}
-	batch := q.queue
-	q.queue = nil
-	go q.send(batch)
 }
 
-// send runs batch, and the batches that queue while it is in flight, until
-// the queue is empty.
+// take returns the queued scripts and empties the queue, or, when nothing
+// is queued, gives up the caller's place in flight and returns nil.
+func (q *batcher) take() []*queued {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	batch := q.queue
+	q.queue = nil
+	if len(batch) == 0 { // a caller that left may leave it empty, not nil
+		q.inflight--
+		return nil
+	}
+	return batch
+}
+
+// send runs batch as one pipeline, and then what queued meanwhile, until
+// nothing is queued.
 func (q *batcher) send(batch []*queued) {
-	for {
+	for ; batch != nil; batch = q.take() {
 		calls := make([]scriptCall, len(batch))
 		for i, w := range batch {
 			calls[i] = w.scriptCall
@@ -113,15 +121,6 @@ func (q *batcher) send(batch []*queued) {
 		for i, w := range batch {
 			q.deliver(w, replies[i], errs[i])
 		}
-		q.mu.Lock()
-		if len(q.queue) == 0 {
-			q.inflight--
-			q.mu.Unlock()
-			return
-		}
-		batch = q.queue
-		q.queue = nil
-		q.mu.Unlock()
 	}
 }
 

@@ -84,18 +84,10 @@ func (g *gate) pipelineSizes() []int {
 	return slices.Clone(g.pipelines)
 }
 
-// newGatedBackend returns a backend whose client passes through g, with
-// its scripts loaded so that the hook sees each one once, by SHA.
+// newGatedBackend returns a backend whose client passes through g.
 func newGatedBackend(t *testing.T, g *gate) *Backend {
 	t.Helper()
-	srv := testserver.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { _ = rdb.Close() })
-	for _, s := range allScripts {
-		if err := s.Load(t.Context(), rdb).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	rdb := newScriptedClient(t, testserver.StartRedis(t).Addr)
 	rdb.AddHook(g)
 	b, err := New(rdb)
 	if err != nil {
@@ -108,6 +100,18 @@ func newGatedBackend(t *testing.T, g *gate) *Backend {
 func acquireRequest(key string) dlock.AcquireRequest {
 	token := fmt.Sprintf("token-of-%s", key)
 	return dlock.AcquireRequest{Key: key, Token: token, LockID: dlock.LockID(token), TTL: time.Minute}
+}
+
+// queueReaches returns a channel closed when b's queue first holds n
+// scripts. Call it before b is used.
+func queueReaches(b *Backend, n int) <-chan struct{} {
+	reached := make(chan struct{})
+	b.batch.onQueue = func(size int) {
+		if size == n {
+			close(reached)
+		}
+	}
+	return reached
 }
 
 // fillInflight starts maxInflight acquires that the gate holds in flight
@@ -134,12 +138,7 @@ func TestBatchSharesRoundTrip(t *testing.T) {
 	g := newGate()
 	b := newGatedBackend(t, g)
 	const queued = 5
-	full := make(chan struct{})
-	b.batch.onQueue = func(n int) {
-		if n == queued {
-			close(full)
-		}
-	}
+	full := queueReaches(b, queued)
 	waitHeld := fillInflight(t, b, g)
 
 	var wg sync.WaitGroup
@@ -182,12 +181,7 @@ func TestBatchSharesRoundTrip(t *testing.T) {
 func TestBatchCallerLeavesQueue(t *testing.T) {
 	g := newGate()
 	b := newGatedBackend(t, g)
-	two := make(chan struct{})
-	b.batch.onQueue = func(n int) {
-		if n == 2 {
-			close(two)
-		}
-	}
+	two := queueReaches(b, 2)
 	waitHeld := fillInflight(t, b, g)
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -228,12 +222,7 @@ func TestBatchLateGrantReleased(t *testing.T) {
 	g := newGate()
 	g.holdPipes = true
 	b := newGatedBackend(t, g)
-	one := make(chan struct{})
-	b.batch.onQueue = func(n int) {
-		if n == 1 {
-			close(one)
-		}
-	}
+	one := queueReaches(b, 1)
 	waitHeld := fillInflight(t, b, g)
 
 	ctx, cancel := context.WithCancel(t.Context())

@@ -17,7 +17,13 @@ import (
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	rdb := newClient(t, startRedis(t).Addr)
+	conform(t, newClient(t, startRedis(t).Addr))
+}
+
+// conform runs the suite over rdb, which it closes at the end of the test,
+// with a private key prefix per subtest.
+func conform(t *testing.T, rdb redis.UniversalClient) {
+	t.Cleanup(func() { _ = rdb.Close() })
 	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
 		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()))
 	})
@@ -54,10 +60,7 @@ func TestConformanceCluster(t *testing.T) {
 	t.Parallel()
 	cluster := testserver.StartRedisCluster(t, 3)
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), ContextTimeoutEnabled: true})
-	t.Cleanup(func() { _ = rdb.Close() })
-	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
-		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()))
-	})
+	conform(t, rdb)
 }
 
 // TestConformanceSentinel runs the suite through a real Sentinel: the
@@ -69,10 +72,7 @@ func TestConformanceSentinel(t *testing.T) {
 	rdb := redis.NewFailoverClient(&redis.FailoverOptions{
 		MasterName: s.MasterName, SentinelAddrs: s.SentinelAddrs, ContextTimeoutEnabled: true,
 	})
-	t.Cleanup(func() { _ = rdb.Close() })
-	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
-		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()))
-	})
+	conform(t, rdb)
 }
 
 // TestConformanceTLS runs the suite over TLS to a redis-server that speaks
@@ -81,8 +81,5 @@ func TestConformanceTLS(t *testing.T) {
 	t.Parallel()
 	srv := testserver.StartRedisTLS(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, TLSConfig: srv.Config, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { _ = rdb.Close() })
-	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
-		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()))
-	})
+	conform(t, rdb)
 }

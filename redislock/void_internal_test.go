@@ -54,6 +54,21 @@ func (h *overtake) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
+// newScriptedClient returns a client of the server at addr with the
+// backend's scripts loaded, so that they run by SHA at the first try and a
+// hook sees each run once.
+func newScriptedClient(t *testing.T, addr string) *redis.Client {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	for _, s := range allScripts {
+		if err := s.Load(t.Context(), rdb).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return rdb
+}
+
 func errString(err error) string {
 	if err == nil {
 		return "<nil>"
@@ -66,21 +81,11 @@ func errString(err error) string {
 // does (another connection). The late acquire must not take the key.
 func TestReleaseOvertakesAcquire(t *testing.T) {
 	srv := testserver.StartRedis(t)
-	newRDB := func() *redis.Client {
-		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-		t.Cleanup(func() { _ = rdb.Close() })
-		for _, s := range allScripts { // run by SHA, so the hook sees them
-			if err := s.Load(t.Context(), rdb).Err(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return rdb
-	}
-	other, err := New(newRDB())
+	other, err := New(newScriptedClient(t, srv.Addr))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb := newRDB()
+	rdb := newScriptedClient(t, srv.Addr)
 	hook := &overtake{b: other, reply: make(chan any, 1)}
 	rdb.AddHook(hook)
 	b, err := New(rdb)
