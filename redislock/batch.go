@@ -161,21 +161,24 @@ func (q *batcher) wait(w *queued) (reply, error) {
 	return reply{}, w.ctx.Err()
 }
 
-// batchContext is the context a batch is sent with: the latest deadline of
-// its callers, or none if one has none (the client's timeouts bound it),
-// and no cancellation, since each caller stops waiting on its own.
+// batchContext is the context a batch is sent with: the values of its
+// first caller's context (so that go-redis hooks, such as tracing, see the
+// pipeline under that caller), the latest deadline of its callers, or none
+// if one has none (the client's timeouts bound it), and no cancellation,
+// since each caller stops waiting on its own.
 func batchContext(batch []*queued) (context.Context, context.CancelFunc) {
+	base := context.WithoutCancel(batch[0].ctx)
 	var latest time.Time
 	for _, w := range batch {
 		d, ok := w.ctx.Deadline()
 		if !ok {
-			return context.Background(), func() {}
+			return base, func() {}
 		}
 		if d.After(latest) {
 			latest = d
 		}
 	}
-	return context.WithDeadline(context.Background(), latest)
+	return context.WithDeadline(base, latest)
 }
 
 // runScript runs c on its own.

@@ -29,7 +29,11 @@ type gate struct {
 
 	mu        sync.Mutex
 	pipelines []int
+	values    []any // of ctxKey in each pipeline's context
 }
+
+// ctxKey keys a value a test puts in a caller's context.
+type ctxKey struct{}
 
 func newGate() *gate {
 	return &gate{
@@ -69,6 +73,7 @@ func (g *gate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Process
 		}
 		g.mu.Lock()
 		g.pipelines = append(g.pipelines, len(cmds))
+		g.values = append(g.values, ctx.Value(ctxKey{}))
 		g.mu.Unlock()
 		if g.holdPipes {
 			g.piped <- struct{}{}
@@ -133,7 +138,8 @@ func fillInflight(t *testing.T, b *Backend, g *gate) (wait func()) {
 }
 
 // With maxInflight scripts in flight, further scripts queue and then go
-// out together: one pipeline, one round trip, each caller its own reply.
+// out together: one pipeline, one round trip, each caller its own reply,
+// under the callers' context values (a trace span, say).
 func TestBatchSharesRoundTrip(t *testing.T) {
 	g := newGate()
 	b := newGatedBackend(t, g)
@@ -143,9 +149,10 @@ func TestBatchSharesRoundTrip(t *testing.T) {
 
 	var wg sync.WaitGroup
 	fences := make([]uint64, queued)
+	ctx := context.WithValue(t.Context(), ctxKey{}, "span")
 	for i := range queued {
 		wg.Go(func() {
-			rec, ok, err := b.Acquire(t.Context(), acquireRequest(fmt.Sprint("queued-", i)))
+			rec, ok, err := b.Acquire(ctx, acquireRequest(fmt.Sprint("queued-", i)))
 			if !ok || err != nil {
 				t.Errorf("queued acquire %d: granted %v, %v", i, ok, err)
 			}
@@ -159,6 +166,9 @@ func TestBatchSharesRoundTrip(t *testing.T) {
 
 	if got := g.pipelineSizes(); !slices.Equal(got, []int{queued}) {
 		t.Errorf("pipelines sent = %v, want one of %d scripts", got, queued)
+	}
+	if got := g.values; !slices.Equal(got, []any{"span"}) {
+		t.Errorf("context values seen by the pipeline hook = %v, want [span]", got)
 	}
 	for i, f := range fences {
 		if f != 1 {
