@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,7 +40,12 @@ const (
 // given up or failed), the next waiter is woken in its place, so a wake-up
 // is never lost with a waiter that did not use it. With FIFO, a release
 // names the lock id of the queue's head and only the waiter holding that
-// ticket is woken, in whichever process it waits.
+// ticket is woken, in whichever process it waits; a grant from the queue
+// announces itself ("+" and the lock id), and every process that saw the
+// release but not the grant within a little more than the grace wakes its
+// waiters to look again, since the head may have died (see wake). So with
+// FIFO nobody looks at a held key, however long it is held and in
+// whichever process the head waits.
 //
 // go-redis reconnects and resubscribes by itself after a network error.
 // Messages published meanwhile are lost, so every waiter is woken then (a
@@ -74,7 +80,13 @@ type channelState struct {
 	pending    int       // subscribe replies still to come
 	ready      chan struct{}
 	fail       *writeFailure // of the latest SUBSCRIBE
-	fallback   *time.Timer   // FIFO: wakes everyone if a named head never came
+
+	// FIFO: fallback wakes everyone at fallbackAt (zero when none is
+	// pending) unless the head came first; grants counts the grants
+	// announced on the channel.
+	fallback   *time.Timer
+	fallbackAt time.Time
+	grants     uint64
 }
 
 // waiter is one subscription.
@@ -234,9 +246,7 @@ func (n *notifier) unsubscribe(channel string, w *waiter) {
 // Callers hold n.mu.
 func (n *notifier) gc(channel string, st *channelState) {
 	if len(st.waiters) == 0 && !st.subscribed && st.pending == 0 {
-		if st.fallback != nil {
-			st.fallback.Stop()
-		}
+		st.stopFallback()
 		delete(n.chans, channel)
 	}
 }
@@ -320,41 +330,95 @@ func (n *notifier) lost() {
 	}
 }
 
-// wake handles a message. Its payload is the lock id of the FIFO queue's
-// head when the publisher knew one: only that waiter is woken, if it waits
-// here. A head waiting elsewhere may have died; it then loses its place
-// after the grace, and since nobody else was woken, this process's waiters
-// look again then unless another message came first. Without a head, one
+// wake handles a message. Its payload is empty, the lock id of the FIFO
+// queue's head when the publisher knew one, or "+" and a lock id when the
+// key was granted from the FIFO queue.
+//
+// A named head is woken if it waits here. Whether it waits here or in
+// another process, it may not come (it died, gave up, or came too late),
+// so everyone here is woken to look again a little past the grace, when
+// its place has lapsed, unless a grant is announced first: then the key is
+// held again and its release will say who is next. Without a head, one
 // waiter is woken, or with FIFO all of them, since any may be the head.
-func (n *notifier) wake(channel, head string) {
+func (n *notifier) wake(channel, payload string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	st := n.chans[channel]
-	if st != nil && st.fallback != nil {
-		st.fallback.Stop()
+	if st == nil {
+		return
+	}
+	st.stopFallback()
+	if strings.HasPrefix(payload, "+") {
+		st.grants++
+		return
 	}
 	switch {
-	case st == nil:
-	case head != "":
+	case payload != "":
 		for _, w := range st.waiters {
-			if w.id == head {
+			if w.id == payload {
 				w.signal()
-				return
+				break
 			}
 		}
-		// A little past the grace, so that the head's place has lapsed.
-		st.fallback = time.AfterFunc(n.grace+n.grace/10, func() {
-			n.mu.Lock()
-			defer n.mu.Unlock()
-			if n.chans[channel] == st {
-				st.wakeAll()
-			}
-		})
+		n.armFallback(channel, st, n.grace+n.grace/10)
 	case n.fifo:
 		st.wakeAll()
 	default:
 		st.wakeOne()
 	}
+}
+
+// grantSeq returns how many grants have been announced on channel, for
+// expectGrant.
+func (n *notifier) grantSeq(channel string) uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if st := n.chans[channel]; st != nil {
+		return st.grants
+	}
+	return 0
+}
+
+// expectGrant is for a FIFO waiter told that the key is free but promised
+// to a head that has until d from now to take it: everyone here is woken
+// then unless a grant is announced first. A grant announced since seq
+// (from grantSeq before the waiter asked) may be the head's, arriving
+// before the reply: then nothing is armed, and if it was an earlier grant,
+// the release that freed the key since has armed its own fallback.
+func (n *notifier) expectGrant(channel string, seq uint64, d time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if st := n.chans[channel]; st != nil && st.grants == seq {
+		n.armFallback(channel, st, d)
+	}
+}
+
+// armFallback wakes every waiter on channel d from now, unless a message
+// comes first or an earlier fallback is pending. Callers hold n.mu.
+func (n *notifier) armFallback(channel string, st *channelState, d time.Duration) {
+	at := time.Now().Add(d)
+	if !st.fallbackAt.IsZero() && !at.Before(st.fallbackAt) {
+		return
+	}
+	st.stopFallback()
+	st.fallbackAt = at
+	st.fallback = time.AfterFunc(d, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.chans[channel] == st && st.fallbackAt.Equal(at) {
+			st.fallbackAt = time.Time{}
+			st.wakeAll()
+		}
+	})
+}
+
+// stopFallback cancels a pending fallback. Callers hold n.mu.
+func (st *channelState) stopFallback() {
+	if st.fallback != nil {
+		st.fallback.Stop()
+		st.fallback = nil
+	}
+	st.fallbackAt = time.Time{}
 }
 
 // wakeOne wakes the waiter whose turn it is and moves it to the back.

@@ -81,3 +81,51 @@ func TestWakeAllOnLostConnection(t *testing.T) {
 	n.lost()
 	wantWoken(t, ws, "lost connection", 0, 1, 2)
 }
+
+// With FIFO a release that names a head arms a fallback, wherever the head
+// waits: if no grant is announced within the grace, everyone looks again.
+// An announced grant cancels it and wakes nobody.
+func TestWakeFIFOFallback(t *testing.T) {
+	n, ws := newTestNotifier(true, 2)
+	n.grace = 10 * time.Millisecond
+	st := n.chans["c"]
+
+	n.wake("c", "elsewhere")
+	if st.fallbackAt.IsZero() {
+		t.Fatal("a release naming another process's waiter armed no fallback")
+	}
+	n.wake("c", "+elsewhere")
+	wantWoken(t, ws, "a grant announced")
+	if !st.fallbackAt.IsZero() || st.grants != 1 {
+		t.Errorf("after a grant: fallback at %v, %d grants counted; want none pending, 1", st.fallbackAt, st.grants)
+	}
+
+	n.wake("c", "id0") // a local head that never comes
+	wantWoken(t, ws, "release naming id0", 0)
+	for i, w := range ws {
+		select {
+		case <-w.ch:
+		case <-time.After(20 * time.Second): // bounds a broken fallback; not a timing claim
+			t.Fatalf("waiter %d not woken by the fallback after the head failed to come", i)
+		}
+	}
+}
+
+// A waiter told that the key waits for a head arms a fallback, unless a
+// grant was announced since it asked: that may be the head's, come before
+// the reply.
+func TestExpectGrant(t *testing.T) {
+	n, _ := newTestNotifier(true, 1)
+	st := n.chans["c"]
+	seq := n.grantSeq("c")
+	n.wake("c", "+id0")
+	n.expectGrant("c", seq, time.Hour)
+	if !st.fallbackAt.IsZero() {
+		t.Error("fallback armed although a grant was announced since the waiter asked")
+	}
+	n.expectGrant("c", n.grantSeq("c"), time.Hour)
+	if st.fallbackAt.IsZero() {
+		t.Error("no fallback armed for a waiter behind a head")
+	}
+	n.expectGrant("nobody-waits", 0, time.Hour) // no channel state: nothing to do, no panic
+}

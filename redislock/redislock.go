@@ -223,8 +223,10 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		}
 	}
 	args := []any{req.Token, req.TTL.Milliseconds(), metaBlob(req, time.Now())}
+	var grants uint64 // announced before this attempt; see expectGrant
 	if b.fifo {
-		args = append(args, mode, b.grace.Milliseconds(), req.LockID)
+		args = append(args, mode, b.grace.Milliseconds(), req.LockID, n.channel)
+		grants = b.notify.grantSeq(n.channel)
 	}
 	// If ctx ends while the script is in flight, the grant may still land
 	// after we return: the late result releases it instead of leaving the
@@ -256,14 +258,21 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 			Owner:      req.Owner,
 		}, true, nil
 	case stateQueued:
-		// Free, but another waiter is first in line: report its ticket
-		// and when it lapses, which is when the caller should look again
-		// if nobody wakes it sooner.
+		// Free, but another waiter is first in line: report its ticket.
+		// A one-shot caller is told when that lapses. A waiter is woken
+		// by the notifier if the head has not come by then (and by the
+		// head's release otherwise), so it looks again on its own only a
+		// TTL later, as long as its ticket lasts.
 		wait, _ := asInt(r.at(2))
+		until := time.Duration(wait) * time.Millisecond
+		if ticket != nil {
+			b.notify.expectGrant(n.channel, grants, until+b.grace/10)
+			until += req.TTL
+		}
 		return dlock.Record{
 			Key:       req.Key,
 			LockID:    asString(r.at(1)),
-			ExpiresAt: r.local.Add(time.Duration(wait) * time.Millisecond),
+			ExpiresAt: r.local.Add(until),
 			Owner:     dlock.Owner{Label: "next in the FIFO queue"},
 		}, false, nil
 	case stateHeld, stateForeign:

@@ -71,7 +71,12 @@ end
 // acquireScript: KEYS lock, meta, fence, void, and with FIFO queue, qexp;
 // ARGV token, ttl ms, metadata (metaBlob), and with FIFO mode (1: FIFO
 // order without queueing, for a caller that will not wait; 2: FIFO order
-// and queue a ticket), grace ms, lock id.
+// and queue a ticket), grace ms, lock id, channel. A grant from the queue
+// is published ("+" and the lock id) so that no process wakes its waiters
+// for a head that did come (see notifier.wake). A waiter told that the key
+// is free for a head (state 4) is woken by its process if the head does
+// not come, so it keeps its ticket for a whole TTL past the head's time,
+// when it looks again at the latest.
 var acquireScript = redis.NewScript(holderLua + `
 local token, ttl = ARGV[1], ARGV[2]
 local mode = tonumber(ARGV[4]) or 0
@@ -129,7 +134,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   if head == nil or head == id then
     redis.call('ZREM', KEYS[5], id)
     redis.call('ZREM', KEYS[6], id)
-    return grant()
+    local g = grant()
+    if g then redis.call('PUBLISH', ARGV[7], '+' .. id) end
+    return g
   end
   -- The head was woken when the key was freed; if it does not come within
   -- the grace (it died, or missed the wake-up), it loses its place.
@@ -139,7 +146,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     redis.call('ZADD', KEYS[6], 'XX', deadline, head)
   end
   local wait = math.max(deadline - now, 0)
-  enqueue(wait)
+  enqueue(wait + tonumber(ttl))
   return {4, head, wait}
 end
 local h = holder()

@@ -226,3 +226,89 @@ func TestFIFOQueueBlocksBargers(t *testing.T) {
 		t.Fatalf("waiter: %v", g.err)
 	}
 }
+
+// TestFIFONoLooksWhileHeld: with FIFO, waiters make no request while the
+// key is held, however long it is held and whichever process the head of
+// the queue waits in. Two backends stand for two processes, with waiters
+// queued on each in turn; every holder keeps the key for three graces, so
+// a waiter that looked again after a grace, for a head that had come,
+// would show. The first holder asks again at once after its release, while
+// the key waits for the head: it too waits for its turn without looking.
+func TestFIFONoLooksWhileHeld(t *testing.T) {
+	const grace = 250 * time.Millisecond
+	srv := startRedis(t)
+	stats := newClient(t, srv.Addr)
+	var watched [2]*denials
+	for i := range watched {
+		watched[i] = watchDenials(newBackend(t, newClient(t, srv.Addr), redislock.WithFIFO(true), redislock.WithFIFOGrace(grace)))
+	}
+	ctx := t.Context()
+	key := uniqueKey(t, "long-holds")
+	opts := []dlock.Option{dlock.WithTTL(time.Minute), dlock.WithMaxWait(patience)}
+
+	// Load the release script now: a first EVALSHA that misses the script
+	// cache counts twice (EVALSHA, then EVAL).
+	warm, err := dlock.New(watched[0]).TryAcquire(ctx, uniqueKey(t, "warm-up"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := warm.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first, err := dlock.New(watched[0]).TryAcquire(ctx, key, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const waiters = 4
+	grants := make(chan grant, waiters+1)
+	// acquire starts waiter i on backend i%2 and returns once it was
+	// refused, so that the queue order is the start order.
+	acquire := func(i int) {
+		d := watched[i%2]
+		go func() {
+			l, err := dlock.New(d).Acquire(ctx, key, opts...)
+			grants <- grant{i, l, err}
+		}()
+		select {
+		case <-d.denied:
+		case <-time.After(patience):
+			t.Fatalf("waiter %d never tried the key", i)
+		}
+	}
+	for i := range waiters {
+		acquire(i)
+	}
+
+	before := scriptCalls(commandCalls(t, stats))
+	if err := first.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acquire(waiters) // the first holder again, on the same backend, last in line
+	var order []int
+	for range waiters + 1 {
+		select {
+		case g := <-grants:
+			if g.err != nil {
+				t.Fatalf("waiter %d: %v", g.waiter, g.err)
+			}
+			order = append(order, g.waiter)
+			time.Sleep(3 * grace) // the critical section outlasts the grace
+			if err := g.lock.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(patience):
+			t.Fatalf("only %d of %d waiters were granted the key", len(order), waiters+1)
+		}
+	}
+	if !slices.IsSorted(order) {
+		t.Errorf("grant order %v, want arrival order", order)
+	}
+	if looks := len(watched[0].denied) + len(watched[1].denied); looks != 0 {
+		t.Errorf("waiters looked at the held key %d times, want 0", looks)
+	}
+	// The first release, the late arrival's one attempt, and for each
+	// waiter its grant and its release.
+	if calls, want := scriptCalls(commandCalls(t, stats))-before, 2+2*(waiters+1); calls != want {
+		t.Errorf("%d script calls from the first release on, want %d", calls, want)
+	}
+}
