@@ -36,17 +36,7 @@ func TestFIFODeadHeadIsSkipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now, err := rdb.Time(ctx).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The dead waiter's ticket: first in line, valid for an hour.
-	if err := rdb.ZAdd(ctx, n.queue, redis.Z{Score: 1, Member: "dead000000000000"}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := rdb.ZAdd(ctx, n.expiry, redis.Z{Score: float64(now.Add(time.Hour).UnixMilli()), Member: "dead000000000000"}).Err(); err != nil {
-		t.Fatal(err)
-	}
+	queueDeadWaiter(t, rdb, n)
 
 	watched, denied := dlocktest.WatchDenials(b)
 	got := make(chan error, 1)
@@ -71,6 +61,61 @@ func TestFIFODeadHeadIsSkipped(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiter behind a dead head was not granted the key within 10s (the holder's lease had 50s left)")
+	}
+}
+
+// queueDeadWaiter puts the ticket of a waiter that died first in n's
+// queue, valid for an hour.
+func queueDeadWaiter(t *testing.T, rdb *redis.Client, n names) {
+	t.Helper()
+	ctx := t.Context()
+	now, err := rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZAdd(ctx, n.queue, redis.Z{Score: 1, Member: "dead000000000000"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZAdd(ctx, n.expiry, redis.Z{Score: float64(now.Add(time.Hour).UnixMilli()), Member: "dead000000000000"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFIFOFreeKeyBehindDeadHead: the key is free but promised to the head
+// of the queue, a waiter that died. A waiter that arrives is told so; no
+// release or grant will come, so its process must wake it once the head's
+// place lapses (about one grace), not at its own safety-net timer a TTL
+// (here a minute) later.
+func TestFIFOFreeKeyBehindDeadHead(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	b, err := New(rdb, WithFIFO(true), WithFIFOGrace(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := t.Context()
+	key := "free-behind-dead-head"
+	queueDeadWaiter(t, rdb, b.names(key))
+
+	watched, denied := dlocktest.WatchDenials(b)
+	got := make(chan error, 1)
+	go func() {
+		l, err := dlock.New(watched).Acquire(ctx, key, dlock.WithTTL(time.Minute), dlock.WithMaxWait(50*time.Second))
+		if err == nil {
+			err = l.Release(ctx)
+		}
+		got <- err
+	}()
+	<-denied // told that the key waits for the dead head
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("waiter behind a dead head on a free key: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter was not granted the free key within 10s (its own timer was a minute away)")
 	}
 }
 
