@@ -19,15 +19,7 @@ import (
 // must still get the key about one grace later, not when the holder's
 // minute-long lease would have ended.
 func TestFIFODeadHeadIsSkipped(t *testing.T) {
-	srv := testserver.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { _ = rdb.Close() })
-	const grace = 200 * time.Millisecond
-	b, err := New(rdb, WithFIFO(true), WithFIFOGrace(grace))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	b, rdb := newFIFOBackend(t)
 	ctx := t.Context()
 	key := "dead-head"
 	n := b.names(key)
@@ -37,30 +29,65 @@ func TestFIFODeadHeadIsSkipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	queueDeadWaiter(t, rdb, n)
-
-	watched, denied := dlocktest.WatchDenials(b)
-	got := make(chan error, 1)
-	go func() {
-		l, err := dlock.New(watched).Acquire(ctx, key, dlock.WithMaxWait(50*time.Second))
-		if err == nil {
-			err = l.Release(ctx)
-		}
-		got <- err
-	}()
-	<-denied // it holds its ticket behind the dead one
+	got := startWaiter(t, b, key) // it holds its ticket behind the dead one
 	if c, err := rdb.ZCard(ctx, n.queue).Result(); err != nil || c != 2 {
 		t.Fatalf("queue holds %d tickets (%v), want the dead one and the waiter's", c, err)
 	}
 	if err := holder.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
+	wantGrantedSoon(t, got, "the waiter behind a dead head (the holder's lease had a minute left)")
+}
+
+// fifoGrace is the grace of newFIFOBackend: short, so that the tests of a
+// dead head take a fraction of a second.
+const fifoGrace = 200 * time.Millisecond
+
+// newFIFOBackend starts a server and returns a FIFO backend on it with
+// fifoGrace, and its client.
+func newFIFOBackend(t *testing.T) (*Backend, *redis.Client) {
+	t.Helper()
+	srv := testserver.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	b, err := New(rdb, WithFIFO(true), WithFIFOGrace(fifoGrace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b, rdb
+}
+
+// startWaiter starts an Acquire of key (a minute's TTL and up to 50s of
+// waiting) that releases what it gets, and returns once its first attempt
+// was refused. The channel gets its outcome.
+func startWaiter(t *testing.T, b *Backend, key string) <-chan error {
+	t.Helper()
+	ctx := t.Context()
+	watched, denied := dlocktest.WatchDenials(b)
+	got := make(chan error, 1)
+	go func() {
+		l, err := dlock.New(watched).Acquire(ctx, key, dlock.WithTTL(time.Minute), dlock.WithMaxWait(50*time.Second))
+		if err == nil {
+			err = l.Release(ctx)
+		}
+		got <- err
+	}()
+	<-denied
+	return got
+}
+
+// wantGrantedSoon fails unless the waiter of got was granted within 10s:
+// far more than the grace, far less than the waiter's own timers.
+func wantGrantedSoon(t *testing.T, got <-chan error, what string) {
+	t.Helper()
 	select {
 	case err := <-got:
 		if err != nil {
-			t.Fatalf("waiter behind a dead head: %v", err)
+			t.Fatalf("%s: %v", what, err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("the waiter behind a dead head was not granted the key within 10s (the holder's lease had 50s left)")
+		t.Fatalf("%s: not granted the key within 10s", what)
 	}
 }
 
@@ -87,50 +114,18 @@ func queueDeadWaiter(t *testing.T, rdb *redis.Client, n names) {
 // place lapses (about one grace), not at its own safety-net timer a TTL
 // (here a minute) later.
 func TestFIFOFreeKeyBehindDeadHead(t *testing.T) {
-	srv := testserver.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { _ = rdb.Close() })
-	b, err := New(rdb, WithFIFO(true), WithFIFOGrace(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	ctx := t.Context()
+	b, rdb := newFIFOBackend(t)
 	key := "free-behind-dead-head"
 	queueDeadWaiter(t, rdb, b.names(key))
-
-	watched, denied := dlocktest.WatchDenials(b)
-	got := make(chan error, 1)
-	go func() {
-		l, err := dlock.New(watched).Acquire(ctx, key, dlock.WithTTL(time.Minute), dlock.WithMaxWait(50*time.Second))
-		if err == nil {
-			err = l.Release(ctx)
-		}
-		got <- err
-	}()
-	<-denied // told that the key waits for the dead head
-	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatalf("waiter behind a dead head on a free key: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the waiter was not granted the free key within 10s (its own timer was a minute away)")
-	}
+	got := startWaiter(t, b, key) // told that the key waits for the dead head
+	wantGrantedSoon(t, got, "the waiter on a free key behind a dead head (its own timer was a minute away)")
 }
 
 // TestFIFOFailedReleaseKeepsHeadsPlace: a release whose token does not
 // hold the key (the cleanup of an abandoned acquire) frees nothing, so it
 // must not give the head of the queue less time to come.
 func TestFIFOFailedReleaseKeepsHeadsPlace(t *testing.T) {
-	srv := testserver.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { _ = rdb.Close() })
-	b, err := New(rdb, WithFIFO(true), WithFIFOGrace(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	b, rdb := newFIFOBackend(t)
 	ctx := t.Context()
 	key := "failed-release"
 	n := b.names(key)
