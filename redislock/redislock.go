@@ -215,18 +215,18 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	n := b.names(req.Key)
 	mode := 0
 	var ticket *ticket
+	var grants uint64 // announced before this attempt; see expectGrant
 	if b.fifo {
 		mode = 1
 		if waiting(ctx, req.LockID) {
 			mode = 2
 			ticket = b.queue.hold(ctx, b, req)
+			grants = b.notify.grantSeq(n.channel)
 		}
 	}
 	args := []any{req.Token, req.TTL.Milliseconds(), metaBlob(req, time.Now())}
-	var grants uint64 // announced before this attempt; see expectGrant
 	if b.fifo {
 		args = append(args, mode, b.grace.Milliseconds(), req.LockID, n.channel)
-		grants = b.notify.grantSeq(n.channel)
 	}
 	// If ctx ends while the script is in flight, the grant may still land
 	// after we return: the late result releases it instead of leaving the
