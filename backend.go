@@ -93,7 +93,9 @@ type Notifier interface {
 	// (it is buffered; sends never block) after any release, break or
 	// cleanup of key that happens after Subscribe returns. Spurious wake-ups
 	// are allowed. Expiry need not be signalled: the core also wakes at the
-	// holder's expiry. cancel stops watching and must be called.
+	// holder's expiry, or at the refusal's [Record.NextLook] if the backend
+	// set it (and then the backend must wake the waiter when it should look
+	// before that). cancel stops watching and must be called.
 	//
 	// The context of a Subscribe, and of every Acquire call the same waiting
 	// [Client.Acquire] makes, carries the lock id it asks for (see

@@ -122,11 +122,16 @@ func (c *Client) acquireError(key string, holder *Record, err error) error {
 }
 
 // sleep waits for the next attempt: a store notification, the holder's
-// expiry or the retry strategy's backoff, whichever comes first.
+// expiry (or the backend's NextLook) or the retry strategy's backoff,
+// whichever comes first.
 func (c *Client) sleep(ctx context.Context, retry RetryStrategy, attempt int, holder Record, changed <-chan struct{}) error {
+	look := holder.ExpiresAt
+	if !holder.NextLook.IsZero() && changed != nil {
+		look = holder.NextLook
+	}
 	// A small margin past expiry, so that the store agrees it has passed.
-	untilExpiry := time.Until(holder.ExpiresAt) + time.Millisecond
-	if holder.ExpiresAt.IsZero() {
+	untilExpiry := time.Until(look) + time.Millisecond
+	if look.IsZero() {
 		untilExpiry = time.Second // the store did not say; look again soon
 	}
 	d := untilExpiry

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -328,5 +329,71 @@ func TestWaitingLockID(t *testing.T) {
 		if id != waiter.LockID() {
 			t.Errorf("waiter's attempt context carried %q, want %q", id, waiter.LockID())
 		}
+	}
+}
+
+// lateLook refuses with the holder's expiry already past but a NextLook an
+// hour away, and counts attempts: a backend that takes the expiry watch
+// upon itself.
+type lateLook struct {
+	*memlock.Backend
+	attempts atomic.Int32
+	refused  chan struct{} // receives after each refusal
+}
+
+func (l *lateLook) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
+	l.attempts.Add(1)
+	rec, ok, err := l.Backend.Acquire(ctx, req)
+	if err == nil && !ok {
+		rec.ExpiresAt = time.Now().Add(-time.Second)
+		rec.NextLook = time.Now().Add(time.Hour)
+		select {
+		case l.refused <- struct{}{}:
+		default:
+		}
+	}
+	return rec, ok, err
+}
+
+// A refusal's NextLook replaces the holder's expiry as the time a waiter
+// looks again on its own; a notification still wakes it at once.
+func TestNextLook(t *testing.T) {
+	b := &lateLook{Backend: memlock.New(), refused: make(chan struct{}, 1000)}
+	c := dlock.New(b)
+	ctx := t.Context()
+	key := uniqueKey(t)
+	holder := mustTry(t, c, key)
+	b.attempts.Store(0)
+
+	// Timing out a wait is what shows it: with the expiry (past) as the
+	// time to look again it would retry every millisecond.
+	_, err := c.Acquire(ctx, key, dlock.WithMaxWait(200*time.Millisecond))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait behind a holder: %v, want the max wait to end it", err)
+	}
+	if n := b.attempts.Load(); n != 1 {
+		t.Errorf("%d attempts in a 200ms wait, want 1 (the next look was an hour away)", n)
+	}
+
+	got := make(chan error, 1)
+	go func() {
+		l, err := c.Acquire(ctx, key, dlock.WithMaxWait(time.Minute))
+		if err == nil {
+			err = l.Release(ctx)
+		}
+		got <- err
+	}()
+	<-b.refused // the first wait's one attempt
+	<-b.refused // this one's first attempt
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("waiter after the release: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the release did not wake the waiter")
 	}
 }

@@ -40,6 +40,14 @@ type Record struct {
 	AcquiredAt time.Time `json:"acquired_at"`
 	ExpiresAt  time.Time `json:"expires_at"`
 	Owner      Owner     `json:"owner"`
+
+	// NextLook, on a record a backend returns to a waiting Acquire it
+	// refused, is when that waiter should look again if its [Notifier]
+	// has not woken it sooner. Zero means at ExpiresAt. A backend sets it
+	// later when its notifications cover the holder's expiry for this
+	// waiter (redislock's FIFO queue: only the next in line watches the
+	// holder's lease).
+	NextLook time.Time `json:"-"`
 }
 
 // describe renders the holder for error messages and CLI lines.

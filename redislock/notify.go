@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,11 +42,12 @@ const (
 // is never lost with a waiter that did not use it. With FIFO, a release
 // names the lock id of the queue's head and only the waiter holding that
 // ticket is woken, in whichever process it waits; a grant from the queue
-// announces itself ("+" and the lock id), and every process that saw the
-// release but not the grant within a little more than the grace wakes its
-// waiters to look again, since the head may have died (see wake). So with
-// FIFO nobody looks at a held key, however long it is held and in
-// whichever process the head waits.
+// announces itself, and every process that saw the release but not the
+// grant within a little more than the grace wakes its waiters to look
+// again, since the head may have died. The announcement also names the
+// next in line, whose process wakes it when the new lease would end, in
+// case the holder dies without releasing (see wake). So with FIFO only the
+// next in line ever looks at a held key, once per lease it sees end.
 //
 // go-redis reconnects and resubscribes by itself after a network error.
 // Messages published meanwhile are lost, so every waiter is woken then (a
@@ -83,10 +85,12 @@ type channelState struct {
 
 	// FIFO: fallback wakes everyone at fallbackAt (zero when none is
 	// pending) unless the head came first; grants counts the grants
-	// announced on the channel.
+	// announced on the channel; watch wakes the next in line, if it waits
+	// here, when the lease it waits behind would end.
 	fallback   *time.Timer
 	fallbackAt time.Time
 	grants     uint64
+	watch      *time.Timer
 }
 
 // waiter is one subscription.
@@ -247,6 +251,7 @@ func (n *notifier) unsubscribe(channel string, w *waiter) {
 func (n *notifier) gc(channel string, st *channelState) {
 	if len(st.waiters) == 0 && !st.subscribed && st.pending == 0 {
 		st.stopFallback()
+		st.stopWatch()
 		delete(n.chans, channel)
 	}
 }
@@ -330,16 +335,19 @@ func (n *notifier) lost() {
 	}
 }
 
-// wake handles a message. Its payload is empty, the lock id of the FIFO
-// queue's head when the publisher knew one, or "+" and a lock id when the
-// key was granted from the FIFO queue.
+// wake handles a message: empty, the lock id of the FIFO queue's head
+// when a release knew one, or an announcement (grantMsg, nextMsg; see
+// scripts.go).
 //
 // A named head is woken if it waits here. Whether it waits here or in
 // another process, it may not come (it died, gave up, or came too late),
 // so everyone here is woken to look again a little past the grace, when
 // its place has lapsed, unless a grant is announced first: then the key is
-// held again and its release will say who is next. Without a head, one
-// waiter is woken, or with FIFO all of them, since any may be the head.
+// held again and its release will say who is next. A grant or a head that
+// leaves names the next in line; if it waits here, it is woken when the
+// lease would end, since a holder that dies publishes nothing. Without a
+// head, one waiter is woken, or with FIFO all of them, since any may be
+// the head.
 func (n *notifier) wake(channel, payload string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -348,11 +356,17 @@ func (n *notifier) wake(channel, payload string) {
 		return
 	}
 	st.stopFallback()
-	if strings.HasPrefix(payload, "+") {
-		st.grants++
-		return
-	}
+	st.stopWatch()
 	switch {
+	case strings.HasPrefix(payload, grantMsg):
+		st.grants++
+		// id:ttl:next
+		_, rest, _ := strings.Cut(payload[len(grantMsg):], ":")
+		ttl, next, _ := strings.Cut(rest, ":")
+		st.watchFor(next, ttl)
+	case strings.HasPrefix(payload, nextMsg):
+		next, pttl, _ := strings.Cut(payload[len(nextMsg):], ":")
+		st.watchFor(next, pttl)
 	case payload != "":
 		for _, w := range st.waiters {
 			if w.id == payload {
@@ -365,6 +379,36 @@ func (n *notifier) wake(channel, payload string) {
 		st.wakeAll()
 	default:
 		st.wakeOne()
+	}
+}
+
+// watchFor wakes the waiter with lock id next, if it waits here, when a
+// lease of ms milliseconds from now would have ended, with the core's
+// margin for clock rates. Callers hold n.mu.
+func (st *channelState) watchFor(next, ms string) {
+	var w *waiter
+	for _, x := range st.waiters {
+		if x.id == next {
+			w = x
+			break
+		}
+	}
+	if w == nil {
+		return
+	}
+	d := time.Second // no expiry (another library's lock): look now and then
+	if v, err := strconv.ParseInt(ms, 10, 64); err == nil && v >= 0 {
+		ttl := time.Duration(v) * time.Millisecond
+		d = ttl + ttl/100 + 2*time.Millisecond
+	}
+	st.watch = time.AfterFunc(d, w.signal)
+}
+
+// stopWatch cancels a pending watch. Callers hold n.mu.
+func (st *channelState) stopWatch() {
+	if st.watch != nil {
+		st.watch.Stop()
+		st.watch = nil
 	}
 }
 

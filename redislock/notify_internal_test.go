@@ -129,3 +129,35 @@ func TestExpectGrant(t *testing.T) {
 	}
 	n.expectGrant("nobody-waits", 0, time.Hour) // no channel state: nothing to do, no panic
 }
+
+// A grant names the next in line, and a head that leaves names the one
+// behind it: if that waiter waits here it is woken when the lease would
+// end. Any later message stops the watch.
+func TestWakeNextInLineAtLeaseEnd(t *testing.T) {
+	n, ws := newTestNotifier(true, 2)
+	st := n.chans["c"]
+
+	n.wake("c", "+granted:10:id1")
+	wantWoken(t, ws, "a grant announced") // nobody at once
+	select {
+	case <-ws[1].ch:
+	case <-time.After(20 * time.Second): // bounds a broken watch; not a timing claim
+		t.Fatal("the next in line was not woken when the lease would have ended")
+	}
+	wantWoken(t, ws, "the watch") // only the next in line
+
+	n.wake("c", ">id0:3600000")
+	if st.watch == nil {
+		t.Fatal("no watch for the waiter a leaving head named")
+	}
+	n.wake("c", "")
+	if st.watch != nil {
+		t.Error("a release left the watch running")
+	}
+	wantWoken(t, ws, "a release naming nobody", 0, 1)
+
+	n.wake("c", "+granted:10:elsewhere") // the next waits in another process
+	if st.watch != nil {
+		t.Error("a watch armed for a waiter that does not wait here")
+	}
+}

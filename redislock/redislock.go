@@ -265,16 +265,44 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		// TTL later, as long as its ticket lasts.
 		wait, _ := asInt(r.at(2))
 		until := time.Duration(wait) * time.Millisecond
-		if ticket != nil {
-			b.notify.expectGrant(n.channel, grants, until+b.grace/10)
-			until += req.TTL
-		}
-		return dlock.Record{
+		rec := dlock.Record{
 			Key:       req.Key,
 			LockID:    asString(r.at(1)),
 			ExpiresAt: r.local.Add(until),
 			Owner:     dlock.Owner{Label: "next in the FIFO queue"},
-		}, false, nil
+		}
+		if ticket != nil {
+			b.notify.expectGrant(n.channel, grants, until+b.grace/10)
+			place, _ := asInt(r.at(3))
+			rec.NextLook = rec.ExpiresAt.Add(nextLook(place, req.TTL))
+		}
+		return rec, false, nil
+	case stateWaiting:
+		// Held, and the caller has its place in the FIFO queue. Only the
+		// first in line looks when the lease ends; the others are woken
+		// when their turn comes (see notifier.wake), and look on their own
+		// only later (nextLook), when their tickets run out.
+		place, _ := asInt(r.at(1))
+		inner, _ := r.at(2).([]any)
+		h, err := parseReply(inner, r.local)
+		if err == nil && h.state != stateHeld && h.state != stateForeign {
+			err = fmt.Errorf("%w: state %d in a waiting reply", dlock.ErrCorrupt, h.state)
+		}
+		if err != nil {
+			return dlock.Record{}, false, fmt.Errorf("redislock: acquire %q: %w", req.Key, err)
+		}
+		rec, err := h.record(req.Key)
+		if err != nil {
+			return dlock.Record{}, false, fmt.Errorf("redislock: acquire %q: %w", req.Key, err)
+		}
+		if place > 0 {
+			from := rec.ExpiresAt
+			if from.IsZero() { // a lease without expiry: the script's second
+				from = r.local.Add(time.Second)
+			}
+			rec.NextLook = from.Add(nextLook(place, req.TTL))
+		}
+		return rec, false, nil
 	case stateHeld, stateForeign:
 		rec, err := r.record(req.Key)
 		if err != nil {
@@ -286,6 +314,15 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		return dlock.Record{}, false, fmt.Errorf("redislock: acquire %q: %w: token already released", req.Key, dlock.ErrNotAcquired)
 	}
 	return dlock.Record{}, false, fmt.Errorf("redislock: acquire %q: %w: state %d", req.Key, dlock.ErrCorrupt, r.state)
+}
+
+// nextLook is how long after the lease it waits behind a FIFO waiter at
+// place in the queue looks on its own: one full lease of its TTL per
+// waiter ahead. Its turn comes sooner unless a holder and the next in line
+// both died, which leaves nobody to announce it (the acquire script keeps
+// its ticket as long).
+func nextLook(place int64, ttl time.Duration) time.Duration {
+	return time.Duration(max(place, 1)) * ttl
 }
 
 // lateReleaseTimeout bounds releases made for callers that gave up.

@@ -34,9 +34,12 @@ import "github.com/redis/go-redis/v9"
 //	1 held, with dlock metadata: false, pttl, id, fence, at, host, pid, label
 //	2 held without dlock metadata (another library's lock): value, pttl
 //	3 granted: fence
-//	4 free but queued for (FIFO): head ticket id, ms until its deadline
+//	4 free but queued for (FIFO): head ticket id, ms until its deadline,
+//	  and for a waiter its place in the queue (0 first)
 //	5 refreshed: as 1
 //	6 refused: the token was released before this acquire landed
+//	7 held, and the caller waits in the FIFO queue: its place (0 first),
+//	  then the reply of state 1 or 2 as a nested array
 const (
 	stateFree = iota
 	stateHeld
@@ -45,6 +48,17 @@ const (
 	stateQueued
 	stateRefreshed
 	stateVoid
+	stateWaiting
+)
+
+// FIFO messages on a lock's channel, besides the release's "" or head id:
+// a grant from the queue announces itself, its TTL and the next in line,
+// who alone watches the new lease's expiry ("+id:ttl:next"); a head that
+// leaves the queue while the key is held hands that watch on
+// (">next:pttl"). See notifier.wake.
+const (
+	grantMsg = "+"
+	nextMsg  = ">"
 )
 
 // voidTTLms is how long a void mark lasts: far longer than a request can
@@ -72,11 +86,14 @@ end
 // ARGV token, ttl ms, metadata (metaBlob), and with FIFO mode (1: FIFO
 // order without queueing, for a caller that will not wait; 2: FIFO order
 // and queue a ticket), grace ms, lock id, channel. A grant from the queue
-// is published ("+" and the lock id) so that no process wakes its waiters
-// for a head that did come (see notifier.wake). A waiter told that the key
-// is free for a head (state 4) is woken by its process if the head does
-// not come, so it keeps its ticket for a whole TTL past the head's time,
-// when it looks again at the latest.
+// is published (grantMsg) so that no process wakes its waiters for a head
+// that did come, and so that the next in line watches the lease (see
+// notifier.wake). Only the first in line looks at the key on its own when
+// the holder's lease ends; a waiter behind it (state 7 with a place above
+// 0, or state 4) is woken by its process when its turn comes, and looks
+// on its own only if the queue moved slower than one full lease (its own
+// TTL) per waiter ahead of it, which takes a holder and the next in line
+// both dying; its ticket lasts until then.
 var acquireScript = redis.NewScript(holderLua + `
 local token, ttl = ARGV[1], ARGV[2]
 local mode = tonumber(ARGV[4]) or 0
@@ -111,11 +128,12 @@ for i = 1, #dead, 100 do
   redis.call('ZREM', KEYS[6], unpack(chunk))
 end
 
--- enqueue takes (or keeps) a place in the queue, valid until the caller
--- is due to try again (wait ms) plus the grace.
-local function enqueue(wait)
-  if mode ~= 2 then return end
+-- join takes (or keeps) the caller's place in the queue; keep makes it
+-- valid until the caller is due to look again (wait ms) plus the grace.
+local function join()
   redis.call('ZADD', KEYS[5], 'NX', tonumber(t[1]) * 1000000 + tonumber(t[2]), id)
+end
+local function keep(wait)
   redis.call('ZADD', KEYS[6], 'GT', now + wait + grace, id)
   local last = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', KEYS[5], last[2])
@@ -135,7 +153,10 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     redis.call('ZREM', KEYS[5], id)
     redis.call('ZREM', KEYS[6], id)
     local g = grant()
-    if g then redis.call('PUBLISH', ARGV[7], '+' .. id) end
+    if g then
+      local next = redis.call('ZRANGE', KEYS[5], 0, 0)[1] or ''
+      redis.call('PUBLISH', ARGV[7], '` + grantMsg + `' .. id .. ':' .. ttl .. ':' .. next)
+    end
     return g
   end
   -- The head was woken when the key was freed; if it does not come within
@@ -146,14 +167,20 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     redis.call('ZADD', KEYS[6], 'XX', deadline, head)
   end
   local wait = math.max(deadline - now, 0)
-  enqueue(wait + tonumber(ttl))
-  return {4, head, wait}
+  if mode ~= 2 then return {4, head, wait} end
+  join()
+  local place = redis.call('ZRANK', KEYS[5], id)
+  keep(wait + place * tonumber(ttl))
+  return {4, head, wait, place}
 end
 local h = holder()
 local wait = h[3]
 if wait == nil or wait < 0 then wait = 1000 end
-enqueue(wait)
-return h
+if mode ~= 2 then return h end
+join()
+local place = redis.call('ZRANK', KEYS[5], id)
+keep(wait + place * tonumber(ttl))
+return {7, place, h}
 `)
 
 // refreshScript: KEYS lock, meta; ARGV token, ttl ms.
@@ -204,13 +231,20 @@ return {1}
 
 // dequeueScript drops the FIFO ticket of a waiter that gave up: KEYS lock,
 // queue, qexp; ARGV lock id, channel. If it was first in line and the key
-// is free, the others are woken, since they wait for it.
+// is free, the others are woken, since they wait for it; if the key is
+// held, the next in line is told to watch the lease (nextMsg).
 var dequeueScript = redis.NewScript(`
 local head = redis.call('ZRANGE', KEYS[2], 0, 0)
 local n = redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-if n == 1 and head[1] == ARGV[1] and redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('PUBLISH', ARGV[2], '')
+if n == 1 and head[1] == ARGV[1] then
+  local pttl = redis.call('PTTL', KEYS[1])
+  if pttl == -2 then
+    redis.call('PUBLISH', ARGV[2], '')
+  else
+    local next = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+    if next then redis.call('PUBLISH', ARGV[2], '` + nextMsg + `' .. next .. ':' .. pttl) end
+  end
 end
 return {n}
 `)

@@ -232,8 +232,10 @@ func TestFIFOQueueBlocksBargers(t *testing.T) {
 // the queue waits in. Two backends stand for two processes, with waiters
 // queued on each in turn; every holder keeps the key for three graces, so
 // a waiter that looked again after a grace, for a head that had come,
-// would show. The first holder asks again at once after its release, while
-// the key waits for the head: it too waits for its turn without looking.
+// would show, and the last waits longer than a lease (2s), so a waiter
+// that looked when the lease it saw ended would show too. The first holder
+// asks again at once after its release, while the key waits for the head:
+// it too waits for its turn without looking.
 func TestFIFONoLooksWhileHeld(t *testing.T) {
 	const grace = 250 * time.Millisecond
 	srv := startRedis(t)
@@ -244,7 +246,7 @@ func TestFIFONoLooksWhileHeld(t *testing.T) {
 	}
 	ctx := t.Context()
 	key := uniqueKey(t, "long-holds")
-	opts := []dlock.Option{dlock.WithTTL(time.Minute), dlock.WithMaxWait(patience)}
+	opts := []dlock.Option{dlock.WithTTL(2 * time.Second), dlock.WithMaxWait(patience)}
 
 	// Load the release script now: a first EVALSHA that misses the script
 	// cache counts twice (EVALSHA, then EVAL).
@@ -311,4 +313,88 @@ func TestFIFONoLooksWhileHeld(t *testing.T) {
 	if calls, want := scriptCalls(commandCalls(t, stats))-before, 2+2*(waiters+1); calls != want {
 		t.Errorf("%d script calls from the first release on, want %d", calls, want)
 	}
+}
+
+// startFIFOWaiter starts a waiting Acquire of key through d and returns
+// once its first attempt was refused, so that waiters started one after
+// another queue in that order.
+func startFIFOWaiter(t *testing.T, ctx context.Context, d *denials, key string, i int, opts ...dlock.Option) <-chan grant {
+	t.Helper()
+	done := make(chan grant, 1)
+	go func() {
+		l, err := dlock.New(d).Acquire(ctx, key, append(opts, dlock.WithMaxWait(patience))...)
+		done <- grant{i, l, err}
+	}()
+	select {
+	case <-d.denied:
+	case <-time.After(patience):
+		t.Fatalf("waiter %d never tried the key", i)
+	}
+	return done
+}
+
+// wantGrantWithin fails unless g delivers a grant within d, which bounds
+// how late a waiter may look; it is far below the waiter's own timer.
+func wantGrantWithin(t *testing.T, g <-chan grant, d time.Duration, what string) *dlock.Lock {
+	t.Helper()
+	select {
+	case r := <-g:
+		if r.err != nil {
+			t.Fatalf("%s: %v", what, r.err)
+		}
+		return r.lock
+	case <-time.After(d):
+		t.Fatalf("%s: no grant within %v", what, d)
+	}
+	return nil
+}
+
+// TestFIFONextInLineWatchesLease: with FIFO only the first in line looks
+// at the key when a lease ends; the others rely on being told when their
+// turn comes. Holders that die without releasing publish nothing: here the
+// holder and then the waiter granted after it just stop, and the waiter
+// behind, whose own timer is a minute away, must still get the key once
+// the second lease ends. Waiters and holder are on two backends.
+func TestFIFONextInLineWatchesLease(t *testing.T) {
+	srv := startRedis(t)
+	opt := redislock.WithFIFO(true)
+	a := watchDenials(newBackend(t, newClient(t, srv.Addr), opt))
+	b := watchDenials(newBackend(t, newClient(t, srv.Addr), opt))
+	ctx := t.Context()
+	key := uniqueKey(t, "dead-holders")
+	short := dlock.WithTTL(300 * time.Millisecond)
+
+	if _, err := dlock.New(a).TryAcquire(ctx, key, short); err != nil {
+		t.Fatal(err)
+	} // and never released
+	first := startFIFOWaiter(t, ctx, b, key, 0, short)
+	second := startFIFOWaiter(t, ctx, a, key, 1, dlock.WithTTL(time.Minute))
+	wantGrantWithin(t, first, 10*time.Second, "first in line, at the dead holder's expiry") // and never released
+	l := wantGrantWithin(t, second, 10*time.Second, "second in line, at the dead first waiter's expiry")
+	_ = l.Release(ctx)
+}
+
+// TestFIFOLeavingHeadHandsOnTheWatch: the first in line gives up while the
+// key is held by a holder that then dies; the waiter behind it must look
+// when that lease ends, not at its own timer a minute later.
+func TestFIFOLeavingHeadHandsOnTheWatch(t *testing.T) {
+	srv := startRedis(t)
+	opt := redislock.WithFIFO(true)
+	a := watchDenials(newBackend(t, newClient(t, srv.Addr), opt))
+	b := watchDenials(newBackend(t, newClient(t, srv.Addr), opt))
+	ctx := t.Context()
+	key := uniqueKey(t, "leaving-head")
+
+	if _, err := dlock.New(a).TryAcquire(ctx, key, dlock.WithTTL(time.Second)); err != nil {
+		t.Fatal(err)
+	} // and never released
+	headCtx, leave := context.WithCancel(ctx)
+	head := startFIFOWaiter(t, headCtx, a, key, 0)
+	behind := startFIFOWaiter(t, ctx, b, key, 1, dlock.WithTTL(time.Minute))
+	leave()
+	if g := <-head; !errors.Is(g.err, context.Canceled) {
+		t.Fatalf("the head that gave up: %v", g.err)
+	}
+	l := wantGrantWithin(t, behind, 10*time.Second, "the waiter behind a head that left, at the holder's expiry")
+	_ = l.Release(ctx)
 }
