@@ -132,22 +132,9 @@ func TestFIFOCancelledWaiterLeavesQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	start := func(ctx context.Context, i int) <-chan grant {
-		done := make(chan grant, 1)
-		go func() {
-			l, err := dlock.New(watched).Acquire(ctx, key, dlock.WithTTL(time.Minute))
-			done <- grant{i, l, err}
-		}()
-		select {
-		case <-watched.denied:
-		case <-time.After(patience):
-			t.Fatalf("waiter %d never tried the key", i)
-		}
-		return done
-	}
 	firstCtx, cancelFirst := context.WithCancel(ctx)
-	first := start(firstCtx, 0)
-	second := start(ctx, 1)
+	first := startFIFOWaiter(t, firstCtx, watched, key, 0, dlock.WithTTL(time.Minute))
+	second := startFIFOWaiter(t, ctx, watched, key, 1, dlock.WithTTL(time.Minute))
 
 	// A TryAcquire neither jumps the queue nor joins it.
 	if _, err := dlock.New(b).TryAcquire(ctx, key); !errors.Is(err, dlock.ErrNotAcquired) {
@@ -349,6 +336,22 @@ func wantGrantWithin(t *testing.T, g <-chan grant, d time.Duration, what string)
 	return nil
 }
 
+// deadFIFOHolder starts a server with two FIFO backends on it (two
+// processes, in effect), takes a key on the first with ttl and never
+// releases it, as a holder that died would.
+func deadFIFOHolder(t *testing.T, ttl dlock.Option) (a, b *denials, key string) {
+	t.Helper()
+	srv := startRedis(t)
+	opt := redislock.WithFIFO(true)
+	a = watchDenials(newBackend(t, newClient(t, srv.Addr), opt))
+	b = watchDenials(newBackend(t, newClient(t, srv.Addr), opt))
+	key = uniqueKey(t, "dead-holder")
+	if _, err := dlock.New(a).TryAcquire(t.Context(), key, ttl); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, key
+}
+
 // TestFIFONextInLineWatchesLease: with FIFO only the first in line looks
 // at the key when a lease ends; the others rely on being told when their
 // turn comes. Holders that die without releasing publish nothing: here the
@@ -356,17 +359,9 @@ func wantGrantWithin(t *testing.T, g <-chan grant, d time.Duration, what string)
 // behind, whose own timer is a minute away, must still get the key once
 // the second lease ends. Waiters and holder are on two backends.
 func TestFIFONextInLineWatchesLease(t *testing.T) {
-	srv := startRedis(t)
-	opt := redislock.WithFIFO(true)
-	a := watchDenials(newBackend(t, newClient(t, srv.Addr), opt))
-	b := watchDenials(newBackend(t, newClient(t, srv.Addr), opt))
-	ctx := t.Context()
-	key := uniqueKey(t, "dead-holders")
 	short := dlock.WithTTL(300 * time.Millisecond)
-
-	if _, err := dlock.New(a).TryAcquire(ctx, key, short); err != nil {
-		t.Fatal(err)
-	} // and never released
+	a, b, key := deadFIFOHolder(t, short)
+	ctx := t.Context()
 	first := startFIFOWaiter(t, ctx, b, key, 0, short)
 	second := startFIFOWaiter(t, ctx, a, key, 1, dlock.WithTTL(time.Minute))
 	wantGrantWithin(t, first, 10*time.Second, "first in line, at the dead holder's expiry") // and never released
@@ -378,16 +373,8 @@ func TestFIFONextInLineWatchesLease(t *testing.T) {
 // key is held by a holder that then dies; the waiter behind it must look
 // when that lease ends, not at its own timer a minute later.
 func TestFIFOLeavingHeadHandsOnTheWatch(t *testing.T) {
-	srv := startRedis(t)
-	opt := redislock.WithFIFO(true)
-	a := watchDenials(newBackend(t, newClient(t, srv.Addr), opt))
-	b := watchDenials(newBackend(t, newClient(t, srv.Addr), opt))
+	a, b, key := deadFIFOHolder(t, dlock.WithTTL(time.Second))
 	ctx := t.Context()
-	key := uniqueKey(t, "leaving-head")
-
-	if _, err := dlock.New(a).TryAcquire(ctx, key, dlock.WithTTL(time.Second)); err != nil {
-		t.Fatal(err)
-	} // and never released
 	headCtx, leave := context.WithCancel(ctx)
 	head := startFIFOWaiter(t, headCtx, a, key, 0)
 	behind := startFIFOWaiter(t, ctx, b, key, 1, dlock.WithTTL(time.Minute))
