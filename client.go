@@ -47,7 +47,7 @@ func (c *Client) options(opts []Option) (options, error) {
 // if the key is held, [ErrInvalidKey], [ErrInvalidTTL], [ErrInvalidOption],
 // or a backend error such as [ErrUnavailable].
 func (c *Client) TryAcquire(ctx context.Context, key string, opts ...Option) (*Lock, error) {
-	return c.Acquire(ctx, key, append(opts[:len(opts):len(opts)], WithMaxWait(0))...)
+	return c.acquire(ctx, key, opts, true)
 }
 
 // Acquire takes key, waiting while it is held until it is granted, ctx is
@@ -58,9 +58,18 @@ func (c *Client) TryAcquire(ctx context.Context, key string, opts ...Option) (*L
 // [ErrNotAcquired] and the reason (ctx.Err(), context.DeadlineExceeded for
 // the max wait). Other errors are as for [Client.TryAcquire].
 func (c *Client) Acquire(ctx context.Context, key string, opts ...Option) (*Lock, error) {
+	return c.acquire(ctx, key, opts, false)
+}
+
+// acquire is Acquire, or with once TryAcquire (as WithMaxWait(0), without
+// the allocations of appending it).
+func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bool) (*Lock, error) {
 	o, err := c.options(opts)
 	if err != nil {
 		return nil, err
+	}
+	if once {
+		o.maxWait = 0
 	}
 	if err := ValidateKey(key); err != nil {
 		return nil, err

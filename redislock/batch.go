@@ -79,9 +79,16 @@ func (q *batcher) do(ctx context.Context, direct bool, c scriptCall, late func(r
 	}
 	q.inflight++
 	q.mu.Unlock()
-	r, err := call(ctx, direct, func(ctx context.Context) (reply, error) {
-		return runScript(ctx, q.rdb, c)
-	}, late)
+	var r reply
+	var err error
+	if direct || ctx.Done() == nil {
+		// As call would, without the closure it allocates.
+		r, err = runScript(ctx, q.rdb, c)
+	} else {
+		r, err = call(ctx, false, func(ctx context.Context) (reply, error) {
+			return runScript(ctx, q.rdb, c)
+		}, late)
+	}
 	q.next()
 	return r, err
 }

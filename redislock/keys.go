@@ -32,15 +32,33 @@ const (
 
 func (b *Backend) names(key string) names {
 	k := b.prefix + key
-	tag := "{" + slotTag(k) + "}"
+	tag := slotTag(k)
+	// Every call names a lock, so its names are slices of one string: one
+	// allocation instead of one per name.
+	helpers := [...]string{metaInfix, fenceInfix, queueInfix, expiryInfix}
+	const infixes = len(metaInfix + fenceInfix + queueInfix + expiryInfix + channelPfx)
+	var sb strings.Builder
+	sb.Grow(len(helpers)*(len(tag)+2+len(k)) + infixes + len(k))
+	var ends [len(helpers)]int
+	for i, infix := range helpers {
+		sb.WriteByte('{')
+		sb.WriteString(tag)
+		sb.WriteByte('}')
+		sb.WriteString(infix)
+		sb.WriteString(k)
+		ends[i] = sb.Len()
+	}
+	sb.WriteString(channelPfx)
+	sb.WriteString(k)
+	all := sb.String()
 	return names{
 		lock:    k,
-		meta:    tag + metaInfix + k,
-		fence:   tag + fenceInfix + k,
-		queue:   tag + queueInfix + k,
-		expiry:  tag + expiryInfix + k,
-		channel: channelPfx + k,
-		tag:     tag,
+		meta:    all[:ends[0]],
+		fence:   all[ends[0]:ends[1]],
+		queue:   all[ends[1]:ends[2]],
+		expiry:  all[ends[2]:ends[3]],
+		channel: all[ends[3]:],
+		tag:     all[:len(tag)+2],
 	}
 }
 

@@ -41,6 +41,30 @@ func TestKeySlot(t *testing.T) {
 	}
 }
 
+// TestNames checks the names built in one buffer against plain
+// concatenation.
+func TestNames(t *testing.T) {
+	for _, prefix := range []string{"", DefaultPrefix, "{app}:"} {
+		b := &Backend{prefix: prefix}
+		for _, key := range []string{"job", "{t}x", "日本語", strings.Repeat("k", dlock.MaxKeyLen)} {
+			k := prefix + key
+			tag := "{" + slotTag(k) + "}"
+			want := names{
+				lock:    k,
+				meta:    tag + metaInfix + k,
+				fence:   tag + fenceInfix + k,
+				queue:   tag + queueInfix + k,
+				expiry:  tag + expiryInfix + k,
+				channel: channelPfx + k,
+				tag:     tag,
+			}
+			if got := b.names(key); got != want {
+				t.Errorf("names(%q) with prefix %q = %+v, want %+v", key, prefix, got, want)
+			}
+		}
+	}
+}
+
 // TestKeysShareSlotOnCluster asks a real cluster where each key of a lock
 // lives: they must all be in the lock key's slot, or the scripts would fail
 // with CROSSSLOT.

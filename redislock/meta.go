@@ -18,7 +18,8 @@ import (
 func metaBlob(req dlock.AcquireRequest, at time.Time) string {
 	sum := sha1.Sum([]byte(req.Token))
 	b := make([]byte, 0, 128+len(req.Owner.Host)+len(req.Owner.Label))
-	b = appendMsgpackString(b, hex.EncodeToString(sum[:]))
+	b = appendMsgpackStrLen(b, hex.EncodedLen(len(sum)))
+	b = hex.AppendEncode(b, sum[:])
 	b = appendMsgpackString(b, req.LockID)
 	b = appendMsgpackInt(b, at.UnixMilli())
 	b = appendMsgpackString(b, req.Owner.Host)
@@ -29,7 +30,12 @@ func metaBlob(req dlock.AcquireRequest, at time.Time) string {
 
 // appendMsgpackString appends s as a MessagePack str.
 func appendMsgpackString(b []byte, s string) []byte {
-	switch n := len(s); {
+	return append(appendMsgpackStrLen(b, len(s)), s...)
+}
+
+// appendMsgpackStrLen appends the header of a MessagePack str of n bytes.
+func appendMsgpackStrLen(b []byte, n int) []byte {
+	switch {
 	case n < 32:
 		b = append(b, 0xa0|byte(n))
 	case n < 1<<8:
@@ -41,7 +47,7 @@ func appendMsgpackString(b []byte, s string) []byte {
 		b = append(b, 0xdb)
 		b = binary.BigEndian.AppendUint32(b, uint32(n))
 	}
-	return append(b, s...)
+	return b
 }
 
 // appendMsgpackInt appends v as a MessagePack int 64.
