@@ -232,27 +232,30 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	// after we return: the late result releases it instead of leaving the
 	// key held until its TTL. (The core also releases on error, but its
 	// release can overtake the acquire on another connection.)
-	r, err := b.script(ctx, scriptCall{acquireScript, n.acquireKeys(req.LockID, b.fifo), args}, func(r reply) {
-		if r.state == stateGranted {
-			ctx, cancel := context.WithTimeout(context.Background(), lateReleaseTimeout)
-			defer cancel()
-			_ = b.Release(ctx, req.Key, req.Token)
+	var late func(reply)
+	if ctx.Done() != nil { // else the caller cannot leave before the reply
+		late = func(r reply) {
+			if r.state == stateNumber {
+				ctx, cancel := context.WithTimeout(context.Background(), lateReleaseTimeout)
+				defer cancel()
+				_ = b.Release(ctx, req.Key, req.Token)
+			}
 		}
-	})
+	}
+	r, err := b.script(ctx, scriptCall{acquireScript, n.acquireKeys(req.LockID, b.fifo), args}, late)
 	if err != nil {
 		return dlock.Record{}, false, b.fail(ctx, "acquire", req.Key, err)
 	}
 	switch r.state {
-	case stateGranted:
+	case stateNumber: // granted: the fence
 		ticket.granted()
-		fence, ok := asInt(r.at(1))
-		if !ok || fence <= 0 {
-			return dlock.Record{}, false, fmt.Errorf("redislock: acquire %q: %w: fence %v", req.Key, dlock.ErrCorrupt, r.at(1))
+		if r.n <= 0 {
+			return dlock.Record{}, false, fmt.Errorf("redislock: acquire %q: %w: fence %d", req.Key, dlock.ErrCorrupt, r.n)
 		}
 		return dlock.Record{
 			Key:        req.Key,
 			LockID:     req.LockID,
-			Fence:      uint64(fence),
+			Fence:      uint64(r.n),
 			AcquiredAt: r.local,
 			ExpiresAt:  r.local.Add(req.TTL),
 			Owner:      req.Owner,
@@ -359,7 +362,7 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 	if err != nil {
 		return b.fail(ctx, "release", key, err)
 	}
-	if r.state != 1 {
+	if r.state != stateNumber || r.n != 1 {
 		return fmt.Errorf("redislock: release %q: %w", key, dlock.ErrNotHeld)
 	}
 	return nil
@@ -508,9 +511,13 @@ type reply struct {
 	local time.Time // caller's clock when the reply was read
 	state int64
 	vals  []any // vals[0] is the state
+	n     int64 // the reply, if a bare integer (state stateNumber)
 }
 
 func parseReply(v any, local time.Time) (reply, error) {
+	if n, ok := v.(int64); ok {
+		return reply{local: local, state: stateNumber, n: n}, nil
+	}
 	vals, ok := v.([]any)
 	if !ok || len(vals) < 1 {
 		return reply{}, fmt.Errorf("%w: unexpected script reply %v", dlock.ErrCorrupt, v)
