@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/internal/testserver"
 	"github.com/dlock-dev/dlock/redislock"
 )
 
@@ -259,5 +260,107 @@ func TestForeignLockers(t *testing.T) {
 	}
 	if n, _ := rdb.Exists(ctx, key).Result(); n != 0 {
 		t.Error("key still exists after release")
+	}
+}
+
+// TestSentinelFailover promotes a replica under a holder and a waiter, both
+// on Sentinel failover clients: after the switch the holder's lease (which
+// reached the replica) is still its own to refresh and release, the waiter
+// is woken by that release on the new master, and fences keep growing.
+func TestSentinelFailover(t *testing.T) {
+	t.Parallel()
+	s := testserver.StartRedisFailover(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	failoverClient := func() *redis.Client {
+		rdb := redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: s.MasterName, SentinelAddrs: s.SentinelAddrs, ContextTimeoutEnabled: true,
+		})
+		t.Cleanup(func() { _ = rdb.Close() })
+		return rdb
+	}
+	holderRDB := failoverClient()
+	holder := dlock.New(newBackend(t, holderRDB))
+	waiter := dlock.New(newBackend(t, failoverClient()))
+	key := uniqueKey(t, "failover")
+
+	// A lease far longer than the test: only a wake-up lets the waiter in.
+	const ttl = 5 * time.Minute
+	l, err := holder.TryAcquire(ctx, key, dlock.WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Replication is asynchronous; WAIT makes the lease reach the replica
+	// (without it, a failover may lose the lease: see docs/redis.md).
+	if n, err := holderRDB.Do(ctx, "WAIT", 1, 10000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1: %d replicas, %v", n, err)
+	}
+	granted := make(chan *dlock.Lock, 1)
+	waitErr := make(chan error, 1)
+	go func() {
+		w, err := waiter.Acquire(ctx, key, dlock.WithTTL(ttl))
+		if err != nil {
+			waitErr <- err
+			return
+		}
+		granted <- w
+	}()
+	// The waiter subscribes before its first attempt.
+	channel := "dlock:wake:" + redislock.DefaultPrefix + key
+	subscribed := func(rdb *redis.Client, where string) {
+		waitFor(ctx, t, "the waiter's subscription "+where, func() bool {
+			n, err := rdb.PubSubNumSub(ctx, channel).Result()
+			return err == nil && n[channel] > 0
+		})
+	}
+	subscribed(newClient(t, s.MasterAddr), "on the master")
+
+	if err := s.Failover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Until the client hears of the switch it may still reach the former
+	// master, now a read-only replica: such calls fail, typed.
+	waitFor(ctx, t, "a refresh on the new master", func() bool {
+		err := l.Refresh(ctx)
+		if err != nil && !errors.Is(err, dlock.ErrUnavailable) {
+			t.Fatalf("Refresh during the switch: %v, want nil or ErrUnavailable", err)
+		}
+		return err == nil
+	})
+	select {
+	case w := <-granted:
+		t.Fatalf("waiter granted fence %d while the holder still held the key", w.Fence())
+	case err := <-waitErr:
+		t.Fatalf("waiter: %v", err)
+	default:
+	}
+	// The Sentinel closed the waiter's pub/sub connection to the former
+	// master; go-redis reopens it to the new one.
+	subscribed(newClient(t, s.MasterAddr), "on the new master")
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("Release after the failover: %v", err)
+	}
+	select {
+	case w := <-granted:
+		if w.Fence() <= l.Fence() {
+			t.Errorf("fence after the failover %d, not above %d", w.Fence(), l.Fence())
+		}
+		if err := w.Release(ctx); err != nil {
+			t.Error(err)
+		}
+	case err := <-waitErr:
+		t.Fatalf("waiter: %v", err)
+	}
+}
+
+// waitFor polls cond until it holds, failing t if ctx ends first.
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v", what, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }

@@ -2,10 +2,12 @@ package testserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -129,29 +131,29 @@ func (c *RedisCluster) form(ctx context.Context) error {
 	// see it.
 	want := fmt.Sprintf("cluster_known_nodes:%d", len(c.Nodes))
 	for i, cl := range clients {
-		for {
+		err := poll(ctx, func() error {
 			info, err := cl.ClusterInfo(ctx).Result()
 			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, want) {
-				break
+				return nil
 			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("node %s not ready: %v (last: %v)", c.Nodes[i].Addr, ctx.Err(), strings.TrimSpace(info))
-			case <-time.After(20 * time.Millisecond):
-			}
+			return fmt.Errorf("%v %v", strings.TrimSpace(info), err)
+		})
+		if err != nil {
+			return fmt.Errorf("node %s not ready: %w", c.Nodes[i].Addr, err)
 		}
 	}
 	return nil
 }
 
 // RedisSentinel is a redis-server master watched by one Sentinel, started
-// by [StartRedisSentinel].
+// by [StartRedisSentinel] or, with a replica, by [StartRedisFailover].
 type RedisSentinel struct {
 	MasterName    string   // the name the Sentinel monitors, for redis.FailoverOptions.MasterName
 	SentinelAddrs []string // for redis.FailoverOptions.SentinelAddrs
 	MasterAddr    string   // 127.0.0.1:port of the master
 
 	Master   *Redis
+	Replica  *Redis // nil without one
 	Sentinel *Process
 }
 
@@ -160,8 +162,43 @@ type RedisSentinel struct {
 // Sentinel reports the master's address. Both stop when t ends.
 func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	t.Helper()
+	return startSentinel(t, StartRedis(t), nil)
+}
+
+// StartRedisFailover is [StartRedisSentinel] with a replica of the master
+// that the Sentinel knows, so that [RedisSentinel.Failover] can promote
+// it.
+func StartRedisFailover(t testing.TB) *RedisSentinel {
+	t.Helper()
+	master := StartRedis(t, "--repl-diskless-sync-delay", "0") // default: 5s for more replicas
+	replica := StartRedis(t, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	// The Sentinel learns of replicas from the master's INFO, which it
+	// reads when it connects: a replica linked by then is known at once.
+	if err := waitInfo(ctx, replica.Addr, "replication", "master_link_status:up"); err != nil {
+		t.Fatalf("testserver: replica %s of %s: %v", replica.Addr, master.Addr, err)
+	}
+	s := startSentinel(t, master, replica)
+	// A failover waits for the Sentinel's periodic reads of each server's
+	// INFO (every 10s) to see the promotion, and turns the former master
+	// into a replica only after four hello periods (8s): 100ms periods
+	// here.
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Sentinel.Addr})
+	defer sc.Close()
+	debug := redis.NewStatusCmd(ctx, "SENTINEL", "DEBUG", "INFO-PERIOD", 100, "PUBLISH-PERIOD", 100)
+	if err := sc.Process(ctx, debug); err != nil {
+		t.Fatalf("testserver: sentinel on %s: SENTINEL DEBUG: %v", s.Sentinel.Addr, err)
+	}
+	if err := s.waitReplica(ctx); err != nil {
+		t.Fatalf("testserver: sentinel on %s: %v; output:\n%s", s.Sentinel.Addr, err, s.Sentinel.Output())
+	}
+	return s
+}
+
+func startSentinel(t testing.TB, master, replica *Redis) *RedisSentinel {
+	t.Helper()
 	const name = "mymaster"
-	master := StartRedis(t)
 	bin := Binary(t, "redis-server")
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "sentinel.conf")
@@ -183,6 +220,7 @@ func StartRedisSentinel(t testing.TB) *RedisSentinel {
 		SentinelAddrs: []string{sentinel.Addr},
 		MasterAddr:    master.Addr,
 		Master:        master,
+		Replica:       replica,
 		Sentinel:      sentinel,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -193,20 +231,89 @@ func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	return s
 }
 
+// Failover has the Sentinel promote the replica (SENTINEL FAILOVER) and
+// waits until the Sentinel names it as the master and the former master
+// has become its replica, so that no two masters take writes. Master and
+// Replica then swap.
+func (s *RedisSentinel) Failover(ctx context.Context) error {
+	if s.Replica == nil {
+		return errors.New("testserver: failover without a replica")
+	}
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Sentinel.Addr})
+	defer sc.Close()
+	// Refused while the Sentinel still checks the replica (NOGOODSLAVE).
+	err := poll(ctx, func() error { return sc.Failover(ctx, s.MasterName).Err() })
+	if err != nil {
+		return fmt.Errorf("sentinel failover: %w", err)
+	}
+	s.Master, s.Replica = s.Replica, s.Master
+	s.MasterAddr = s.Master.Addr
+	if err := s.waitMaster(ctx); err != nil {
+		return err
+	}
+	return waitInfo(ctx, s.Replica.Addr, "replication", "role:slave")
+}
+
+// waitReplica polls the Sentinel until it lists the replica as healthy.
+func (s *RedisSentinel) waitReplica(ctx context.Context) error {
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Sentinel.Addr})
+	defer sc.Close()
+	return poll(ctx, func() error {
+		replicas, err := sc.Replicas(ctx, s.MasterName).Result()
+		if err != nil {
+			return err
+		}
+		for _, r := range replicas {
+			if net.JoinHostPort(r["ip"], r["port"]) == s.Replica.Addr && r["flags"] == "slave" {
+				return nil
+			}
+		}
+		return fmt.Errorf("replica %s not listed as healthy: %v", s.Replica.Addr, replicas)
+	})
+}
+
+// waitInfo polls the server at addr until a line of INFO section is line.
+func waitInfo(ctx context.Context, addr, section, line string) error {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	return poll(ctx, func() error {
+		info, err := rdb.Info(ctx, section).Result()
+		if err != nil {
+			return err
+		}
+		if slices.Contains(strings.Split(info, "\r\n"), line) {
+			return nil
+		}
+		return fmt.Errorf("INFO %s has no %q", section, line)
+	})
+}
+
+// poll calls f until it returns nil, or returns its last error with ctx's
+// when ctx ends.
+func poll(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // waitMaster polls the Sentinel until it names the master: accepting
 // connections does not mean it has loaded its monitor yet.
 func (s *RedisSentinel) waitMaster(ctx context.Context) error {
 	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Sentinel.Addr})
 	defer sc.Close()
-	for {
+	return poll(ctx, func() error {
 		reply, err := sc.GetMasterAddrByName(ctx, s.MasterName).Result()
 		if err == nil && len(reply) == 2 && net.JoinHostPort(reply[0], reply[1]) == s.MasterAddr {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("master %q not reported as %s: %v (last: %v %v)", s.MasterName, s.MasterAddr, ctx.Err(), reply, err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		return fmt.Errorf("master %q not reported as %s: %v %v", s.MasterName, s.MasterAddr, reply, err)
+	})
 }
