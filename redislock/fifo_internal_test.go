@@ -121,6 +121,27 @@ func TestFIFOFreeKeyBehindDeadHead(t *testing.T) {
 	wantGrantedSoon(t, got, "the waiter on a free key behind a dead head (its own timer was a minute away)")
 }
 
+// TestFIFODeadHolderAndNextInLine: the holder dies, and so does the next
+// in line, the one waiter that watches the lease (as when one process held
+// the key and also waited first in line). Nobody will announce anything,
+// so the process of the waiter behind must make it look a grace after the
+// lease ends, not at its own timer a TTL (here a minute) later.
+func TestFIFODeadHolderAndNextInLine(t *testing.T) {
+	b, rdb := newFIFOBackend(t)
+	behind, err := New(rdb, WithFIFO(true), WithFIFOGrace(fifoGrace)) // another process
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = behind.Close() })
+	key := "dead-holder-and-next"
+	if _, err := dlock.New(b).TryAcquire(t.Context(), key, dlock.WithTTL(time.Second)); err != nil {
+		t.Fatal(err) // and never released
+	}
+	queueDeadWaiter(t, rdb, b.names(key))
+	got := startWaiter(t, behind, key) // second in line
+	wantGrantedSoon(t, got, "the waiter behind a dead holder and a dead next in line")
+}
+
 // TestFIFOFailedReleaseKeepsHeadsPlace: a release whose token does not
 // hold the key (the cleanup of an abandoned acquire) frees nothing, so it
 // must not give the head of the queue less time to come.

@@ -345,9 +345,12 @@ func (n *notifier) lost() {
 // its place has lapsed, unless a grant is announced first: then the key is
 // held again and its release will say who is next. A grant or a head that
 // leaves names the next in line; if it waits here, it is woken when the
-// lease would end, since a holder that dies publishes nothing. Without a
-// head, one waiter is woken, or with FIFO all of them, since any may be
-// the head.
+// lease would end, since a holder that dies publishes nothing. Its look
+// then, if the key is still held, names it again; if nothing is heard by
+// a grace after the lease would end, the next in line may have died with
+// the holder, and everyone here is woken (see watchLease). Without a head,
+// one waiter is woken, or with FIFO all of them, since any may be the
+// head.
 func (n *notifier) wake(channel, payload string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -363,10 +366,10 @@ func (n *notifier) wake(channel, payload string) {
 		// id:ttl:next
 		_, rest, _ := strings.Cut(payload[len(grantMsg):], ":")
 		ttl, next, _ := strings.Cut(rest, ":")
-		st.watchFor(next, ttl)
+		n.watchLease(channel, st, next, ttl)
 	case strings.HasPrefix(payload, nextMsg):
 		next, pttl, _ := strings.Cut(payload[len(nextMsg):], ":")
-		st.watchFor(next, pttl)
+		n.watchLease(channel, st, next, pttl)
 	case payload != "":
 		for _, w := range st.waiters {
 			if w.id == payload {
@@ -382,26 +385,41 @@ func (n *notifier) wake(channel, payload string) {
 	}
 }
 
-// watchFor wakes the waiter with lock id next, if it waits here, when a
-// lease of ms milliseconds from now would have ended, with the core's
-// margin for clock rates. Callers hold n.mu.
-func (st *channelState) watchFor(next, ms string) {
-	var w *waiter
-	for _, x := range st.waiters {
-		if x.id == next {
-			w = x
-			break
+// watchLease is for a lease of ms milliseconds from now: the waiter with
+// lock id next, if it waits here, is woken when the lease would have
+// ended, and everyone here a grace later unless a message comes first
+// (the next in line, finding the key held, says so). Callers hold n.mu.
+func (n *notifier) watchLease(channel string, st *channelState, next, ms string) {
+	d := leaseEnd(ms)
+	n.armFallback(channel, st, d+n.grace)
+	for _, w := range st.waiters {
+		if w.id == next {
+			st.watch = time.AfterFunc(d, w.signal)
+			return
 		}
 	}
-	if w == nil {
-		return
+}
+
+// expectLease is for a FIFO waiter behind the first in line, told that the
+// key is held for d more: everyone here is woken a grace after that unless
+// a message comes first, in case the first in line died with the holder.
+func (n *notifier) expectLease(channel string, d time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if st := n.chans[channel]; st != nil {
+		n.armFallback(channel, st, d+n.grace)
 	}
-	d := time.Second // no expiry (another library's lock): look now and then
-	if v, err := strconv.ParseInt(ms, 10, 64); err == nil && v >= 0 {
-		ttl := time.Duration(v) * time.Millisecond
-		d = ttl + ttl/100 + 2*time.Millisecond
+}
+
+// leaseEnd is how long a lease of ms milliseconds from now lasts, with the
+// core's margin for clock rates.
+func leaseEnd(ms string) time.Duration {
+	v, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil || v < 0 {
+		return time.Second // no expiry (another library's lock): look now and then
 	}
-	st.watch = time.AfterFunc(d, w.signal)
+	ttl := time.Duration(v) * time.Millisecond
+	return ttl + ttl/100 + 2*time.Millisecond
 }
 
 // stopWatch cancels a pending watch. Callers hold n.mu.

@@ -94,10 +94,10 @@ func TestWakeFIFOFallback(t *testing.T) {
 	if st.fallbackAt.IsZero() {
 		t.Fatal("a release naming another process's waiter armed no fallback")
 	}
-	n.wake("c", "+elsewhere")
+	n.wake("c", "+elsewhere:3600000:")
 	wantWoken(t, ws, "a grant announced")
-	if !st.fallbackAt.IsZero() || st.grants != 1 {
-		t.Errorf("after a grant: fallback at %v, %d grants counted; want none pending, 1", st.fallbackAt, st.grants)
+	if until := time.Until(st.fallbackAt); until < 30*time.Minute || st.grants != 1 {
+		t.Errorf("after a grant of an hour: fallback in %v, %d grants counted; want the lease's (an hour and the grace), 1", until, st.grants)
 	}
 
 	n.wake("c", "id0") // a local head that never comes
@@ -115,19 +115,56 @@ func TestWakeFIFOFallback(t *testing.T) {
 // grant was announced since it asked: that may be the head's, come before
 // the reply.
 func TestExpectGrant(t *testing.T) {
-	n, _ := newTestNotifier(true, 1)
+	n, _ := newTestNotifier(true, 1) // the grace is an hour
 	st := n.chans["c"]
 	seq := n.grantSeq("c")
-	n.wake("c", "+id0")
+	n.wake("c", "+id0:1000:")
+	leaseEnd := st.fallbackAt // the lease's own, a grace after it ends
 	n.expectGrant("c", seq, time.Hour)
-	if !st.fallbackAt.IsZero() {
+	if !st.fallbackAt.Equal(leaseEnd) {
 		t.Error("fallback armed although a grant was announced since the waiter asked")
 	}
 	n.expectGrant("c", n.grantSeq("c"), time.Hour)
-	if st.fallbackAt.IsZero() {
+	if !st.fallbackAt.Before(leaseEnd) {
 		t.Error("no fallback armed for a waiter behind a head")
 	}
 	n.expectGrant("nobody-waits", 0, time.Hour) // no channel state: nothing to do, no panic
+}
+
+// After a lease is announced, silence may mean that the next in line died
+// with the holder: everyone here looks a grace after the lease ends. The
+// next in line saying it found the key held puts that off to the new
+// lease's end, and so does a waiter behind it being told so by the script.
+func TestWakeAfterSilentLease(t *testing.T) {
+	n, ws := newTestNotifier(true, 2)
+	n.grace = 10 * time.Millisecond
+	st := n.chans["c"]
+
+	n.wake("c", "+granted:10:elsewhere")
+	wantWoken(t, ws, "a grant announced")
+	for i, w := range ws {
+		select {
+		case <-w.ch:
+		case <-time.After(20 * time.Second): // bounds a broken fallback; not a timing claim
+			t.Fatalf("waiter %d not woken a grace after a silent lease", i)
+		}
+	}
+
+	n.wake("c", ">elsewhere:3600000")
+	wantWoken(t, ws, "the next in line finding the key held")
+	if until := time.Until(st.fallbackAt); until < 30*time.Minute {
+		t.Errorf("fallback in %v after the key was said held for an hour, want an hour and the grace", until)
+	}
+
+	n2, ws2 := newTestNotifier(true, 1)
+	n2.grace = 10 * time.Millisecond
+	n2.expectLease("c", 10*time.Millisecond)
+	select {
+	case <-ws2[0].ch:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a waiter told the lease's end was not woken a grace after it")
+	}
+	n2.expectLease("nobody-waits", time.Hour) // no channel state: nothing to do, no panic
 }
 
 // A grant names the next in line, and a head that leaves names the one

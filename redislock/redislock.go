@@ -283,8 +283,9 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	case stateWaiting:
 		// Held, and the caller has its place in the FIFO queue. Only the
 		// first in line looks when the lease ends; the others are woken
-		// when their turn comes (see notifier.wake), and look on their own
-		// only later (nextLook), when their tickets run out.
+		// when their turn comes, or a grace after the lease ends if the
+		// first in line says nothing (see notifier.wake), and look on their
+		// own only later (nextLook), when their tickets run out.
 		place, _ := asInt(r.at(1))
 		inner, _ := r.at(2).([]any)
 		h, err := parseReply(inner, r.local)
@@ -304,6 +305,7 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 				from = r.local.Add(time.Second)
 			}
 			rec.NextLook = from.Add(nextLook(place, req.TTL))
+			b.notify.expectLease(n.channel, from.Sub(r.local))
 		}
 		return rec, false, nil
 	case stateHeld, stateForeign:

@@ -60,8 +60,9 @@ const (
 // FIFO messages on a lock's channel, besides the release's "" or head id:
 // a grant from the queue announces itself, its TTL and the next in line,
 // who alone watches the new lease's expiry ("+id:ttl:next"); a head that
-// leaves the queue while the key is held hands that watch on
-// (">next:pttl"). See notifier.wake.
+// leaves the queue while the key is held hands that watch on, and the
+// first in line says when it finds the key held (">next:pttl"). See
+// notifier.wake.
 const (
 	grantMsg = "+"
 	nextMsg  = ">"
@@ -95,11 +96,13 @@ end
 // is published (grantMsg) so that no process wakes its waiters for a head
 // that did come, and so that the next in line watches the lease (see
 // notifier.wake). Only the first in line looks at the key on its own when
-// the holder's lease ends; a waiter behind it (state 7 with a place above
-// 0, or state 4) is woken by its process when its turn comes, and looks
-// on its own only if the queue moved slower than one full lease (its own
-// TTL) per waiter ahead of it, which takes a holder and the next in line
-// both dying; its ticket lasts until then.
+// the holder's lease ends, and its look, if the key is still held, says so
+// (nextMsg); a waiter behind it (state 7 with a place above 0, or state 4)
+// is woken by its process when its turn comes, or a grace after a lease
+// ends with no word from the first in line, which may have died with the
+// holder. On its own it looks only if the queue moved slower than one
+// full lease (its own TTL) per waiter ahead of it; its ticket lasts until
+// then.
 var acquireScript = redis.NewScript(holderLua + `
 local token, ttl = ARGV[1], ARGV[2]
 local mode = tonumber(ARGV[4]) or 0
@@ -186,6 +189,11 @@ if mode ~= 2 then return h end
 join()
 local place = redis.call('ZRANK', KEYS[5], id)
 keep(wait + place * tonumber(ttl))
+if place == 0 then
+  -- The first in line watches the lease; saying so keeps the others from
+  -- looking in its stead a grace after the lease ends.
+  redis.call('PUBLISH', ARGV[7], '` + nextMsg + `' .. id .. ':' .. wait)
+end
 return {7, place, h}
 `)
 

@@ -385,3 +385,47 @@ func TestFIFOLeavingHeadHandsOnTheWatch(t *testing.T) {
 	l := wantGrantWithin(t, behind, 10*time.Second, "the waiter behind a head that left, at the holder's expiry")
 	_ = l.Release(ctx)
 }
+
+// TestFIFOLongHoldOnlyFirstInLineLooks: a holder keeps the key for several
+// of its leases, refreshing. The first in line looks as each lease it was
+// told of ends and, finding the key held, says so; the waiter behind it, in
+// another process, which would look in its stead a grace after a lease
+// ended in silence (in case the first in line died), does not look.
+func TestFIFOLongHoldOnlyFirstInLineLooks(t *testing.T) {
+	const grace = time.Second // far above the first in line's delay in looking
+	srv := startRedis(t)
+	var watched [2]*denials
+	for i := range watched {
+		watched[i] = watchDenials(newBackend(t, newClient(t, srv.Addr), redislock.WithFIFO(true), redislock.WithFIFOGrace(grace)))
+	}
+	ctx := t.Context()
+	key := uniqueKey(t, "long-hold")
+	ttl := dlock.WithTTL(500 * time.Millisecond)
+	holder, err := dlock.New(watched[0]).TryAcquire(ctx, key, ttl, dlock.WithAutoRefresh(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := startFIFOWaiter(t, ctx, watched[0], key, 0, ttl)
+	// A lease of a minute puts the second's own timer (a lease of its TTL
+	// per waiter ahead, past the lease it saw) out of the test's way.
+	second := startFIFOWaiter(t, ctx, watched[1], key, 1, dlock.WithTTL(time.Minute))
+	for look := range 4 { // four leases end while the key is held
+		select {
+		case <-watched[0].denied:
+		case <-time.After(patience):
+			t.Fatalf("the first in line did not look after lease %d ended", look+1)
+		}
+	}
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := wantGrantWithin(t, first, patience, "first in line").Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := wantGrantWithin(t, second, patience, "second in line").Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if looks := len(watched[1].denied); looks != 0 {
+		t.Errorf("the waiter behind the first in line looked %d times while the key was held, want 0", looks)
+	}
+}
