@@ -828,9 +828,12 @@ func testCleanup(e *env) {
 	if err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
+	// Fewer than Stats counted is no error: a store may drop an expired
+	// record by itself in between (Redis expires a lease's keys each on its
+	// own, up to a millisecond apart). None may be left: see below.
 	switch {
-	case counts && n != want:
-		t.Errorf("Cleanup removed %d, but Stats counted %d expired records", n, want)
+	case counts && n > want:
+		t.Errorf("Cleanup removed %d, but Stats counted only %d expired records", n, want)
 	case n < 0 || n > len(expired):
 		t.Errorf("Cleanup removed %d records; only %d had expired", n, len(expired))
 	}

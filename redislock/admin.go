@@ -52,7 +52,9 @@ func (b *Backend) List(ctx context.Context, prefix string) ([]dlock.Record, erro
 // through dlock. Redis drops expired leases by itself, so Expired counts
 // only metadata left behind by a lease that is gone (deleted by another
 // tool) or was replaced by another library's lock; [Backend.Cleanup]
-// removes those.
+// removes those. A lease's metadata expires up to a millisecond after its
+// key (both get the TTL, set a moment apart), and is counted in that
+// millisecond.
 func (b *Backend) Stats(ctx context.Context) (dlock.Stats, error) {
 	keys, err := b.scan(ctx, "")
 	if err != nil {
