@@ -216,7 +216,8 @@ func TestAcquireRefreshRelease(t *testing.T) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
 		}
 	}
-	if !regexp.MustCompile(`expires: +\S+ \(in (59m|1h)`).MatchString(out) {
+	// A time of day, or a date and time when it falls on another day.
+	if !regexp.MustCompile(`expires: +(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d \(in (59m|1h)`).MatchString(out) {
 		t.Errorf("status does not say when the lock expires, relative:\n%s", out)
 	}
 	if strings.Contains(out, tok) {
