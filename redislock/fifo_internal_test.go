@@ -50,12 +50,19 @@ func newFIFOBackend(t *testing.T) (*Backend, *redis.Client) {
 	srv := testserver.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
+	return fifoBackendOn(t, rdb), rdb
+}
+
+// fifoBackendOn returns a FIFO backend with fifoGrace on rdb, closed when t
+// ends: another process, as far as the queue can tell.
+func fifoBackendOn(t *testing.T, rdb *redis.Client) *Backend {
+	t.Helper()
 	b, err := New(rdb, WithFIFO(true), WithFIFOGrace(fifoGrace))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	return b, rdb
+	return b
 }
 
 // startWaiter starts an Acquire of key (a minute's TTL and up to 50s of
@@ -128,11 +135,7 @@ func TestFIFOFreeKeyBehindDeadHead(t *testing.T) {
 // lease ends, not at its own timer a TTL (here a minute) later.
 func TestFIFODeadHolderAndNextInLine(t *testing.T) {
 	b, rdb := newFIFOBackend(t)
-	behind, err := New(rdb, WithFIFO(true), WithFIFOGrace(fifoGrace)) // another process
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = behind.Close() })
+	behind := fifoBackendOn(t, rdb)
 	key := "dead-holder-and-next"
 	if _, err := dlock.New(b).TryAcquire(t.Context(), key, dlock.WithTTL(time.Second)); err != nil {
 		t.Fatal(err) // and never released
