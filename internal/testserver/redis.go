@@ -170,7 +170,8 @@ func StartRedisSentinel(t testing.TB) *RedisSentinel {
 // it.
 func StartRedisFailover(t testing.TB) *RedisSentinel {
 	t.Helper()
-	master := StartRedis(t, "--repl-diskless-sync-delay", "0") // default: 5s for more replicas
+	// Without the delay a master waits 5s for more replicas before a sync.
+	master := StartRedis(t, "--repl-diskless-sync-delay", "0")
 	replica := StartRedis(t, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
