@@ -9,11 +9,11 @@
 // WithPrefix("") the lock key is exactly the caller's key, so dlock and any
 // other SET-NX-PX locker on the same Redis key (redsync, bsm/redislock,
 // redis-py's Lock, hand-written PHP or Python classes) exclude each other.
-// Beside it, in the same Redis Cluster hash slot, live a metadata hash (lock
-// id, fence, owner, acquired time; same expiry), the fence counter and, with
-// FIFO, the waiter queue. Every operation is one Lua script: one atomic
-// round trip. Refresh and release compare the token before they extend or
-// delete; nothing is ever deleted blindly.
+// Beside it, in the same Redis Cluster hash slot, live the metadata (lock
+// id, fence, owner, acquired time in MessagePack; same expiry), the fence
+// counter and, with FIFO, the waiter queue. Every operation is one Lua
+// script: one atomic round trip. Refresh and release compare the token
+// before they extend or delete; nothing is ever deleted blindly.
 //
 // # Time
 //
