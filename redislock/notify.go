@@ -85,12 +85,14 @@ type channelState struct {
 
 	// FIFO: fallback wakes everyone at fallbackAt (zero when none is
 	// pending) unless the head came first; grants counts the grants
-	// announced on the channel; watch wakes the next in line, if it waits
-	// here, when the lease it waits behind would end.
+	// announced on the channel. watch wakes, when the lease a waiter was
+	// told of ends, with FIFO the next in line if it waits here, without
+	// it the waiter whose turn it is (at watchAt; see watchExpiry).
 	fallback   *time.Timer
 	fallbackAt time.Time
 	grants     uint64
 	watch      *time.Timer
+	watchAt    time.Time
 }
 
 // waiter is one subscription.
@@ -422,12 +424,37 @@ func leaseEnd(ms string) time.Duration {
 	return ttl + ttl/100 + 2*time.Millisecond
 }
 
+// watchExpiry is for a waiter without FIFO told that the key is held until
+// at. A holder that dies publishes nothing, so someone must look then, but
+// one waiter of this process is enough: the one whose turn it is is woken
+// (the others look on their own only later; see Backend.Acquire). An
+// earlier pending watch stands; any message cancels it.
+func (n *notifier) watchExpiry(channel string, at time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := n.chans[channel]
+	if st == nil || (st.watch != nil && !at.Before(st.watchAt)) {
+		return
+	}
+	st.stopWatch()
+	st.watchAt = at
+	st.watch = time.AfterFunc(time.Until(at)+2*time.Millisecond, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.chans[channel] == st && st.watchAt.Equal(at) {
+			st.watch, st.watchAt = nil, time.Time{}
+			st.wakeOne()
+		}
+	})
+}
+
 // stopWatch cancels a pending watch. Callers hold n.mu.
 func (st *channelState) stopWatch() {
 	if st.watch != nil {
 		st.watch.Stop()
 		st.watch = nil
 	}
+	st.watchAt = time.Time{}
 }
 
 // grantSeq returns how many grants have been announced on channel, for

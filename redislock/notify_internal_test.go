@@ -198,3 +198,31 @@ func TestWakeNextInLineAtLeaseEnd(t *testing.T) {
 		t.Error("a watch armed for a waiter that does not wait here")
 	}
 }
+
+// Without FIFO, the end of a lease a waiter was told of wakes the waiter
+// whose turn it is, one per process; an earlier watch stands, and a
+// message cancels it.
+func TestWatchExpiryWakesOne(t *testing.T) {
+	n, ws := newTestNotifier(false, 3)
+	st := n.chans["c"]
+	n.watchExpiry("c", time.Now().Add(time.Hour))
+	first := st.watchAt
+	n.watchExpiry("c", time.Now().Add(2*time.Hour))
+	if !st.watchAt.Equal(first) {
+		t.Error("a later expiry replaced an earlier watch")
+	}
+	n.wake("c", "") // a release
+	wantWoken(t, ws, "a release", 0)
+	if st.watch != nil {
+		t.Error("a release left the expiry watch running")
+	}
+
+	n.watchExpiry("c", time.Now())
+	select {
+	case <-ws[1].ch: // the turn moved on from 0
+	case <-time.After(20 * time.Second): // bounds a broken watch; not a timing claim
+		t.Fatal("the waiter whose turn it is was not woken when the lease ended")
+	}
+	wantWoken(t, ws, "the lease's end")       // nobody else
+	n.watchExpiry("nobody-waits", time.Now()) // no channel state: nothing to do, no panic
+}

@@ -313,6 +313,13 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		if err != nil {
 			return dlock.Record{}, false, fmt.Errorf("redislock: acquire %q: %w", req.Key, err)
 		}
+		if !b.fifo && !rec.ExpiresAt.IsZero() && waiting(ctx, req.LockID) {
+			// When the lease ends one waiter of this process looks, the
+			// one whose turn it is; the others a lease of their own TTL
+			// later, if nothing woke them first.
+			b.notify.watchExpiry(n.channel, rec.ExpiresAt)
+			rec.NextLook = rec.ExpiresAt.Add(req.TTL)
+		}
 		return rec, false, nil
 	case stateVoid:
 		// Only a caller that already gave up on this token can see this.

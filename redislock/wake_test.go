@@ -429,3 +429,54 @@ func TestFIFOLongHoldOnlyFirstInLineLooks(t *testing.T) {
 		t.Errorf("the waiter behind the first in line looked %d times while the key was held, want 0", looks)
 	}
 }
+
+// TestLeaseEndOneLookPerProcess: without FIFO, a holder keeps the key
+// through several of its leases, refreshing. When a lease the waiters were
+// told of ends, one waiter per process looks (a holder that died would
+// publish nothing), not every waiter: four waiters in one process look
+// about as often as the one waiter in another.
+func TestLeaseEndOneLookPerProcess(t *testing.T) {
+	srv := startRedis(t)
+	many := watchDenials(newBackend(t, newClient(t, srv.Addr)))
+	one := watchDenials(newBackend(t, newClient(t, srv.Addr)))
+	ctx := t.Context()
+	key := uniqueKey(t, "long-hold")
+	ttl := dlock.WithTTL(300 * time.Millisecond)
+	holder, err := dlock.New(many).TryAcquire(ctx, key, ttl, dlock.WithAutoRefresh(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Their own leases are a minute: only lease ends and releases wake them.
+	long := dlock.WithTTL(time.Minute)
+	var waiters []<-chan grant
+	for i := range 4 {
+		waiters = append(waiters, startFIFOWaiter(t, ctx, many, key, i, long))
+	}
+	waiters = append(waiters, startFIFOWaiter(t, ctx, one, key, 4, long))
+	for look := range 6 { // six lease ends seen by the single waiter
+		select {
+		case <-one.denied:
+		case <-time.After(patience):
+			t.Fatalf("the single waiter did not look after lease %d ended", look+1)
+		}
+	}
+	manyLooks, oneLooks := len(many.denied), 6
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	granted := make(chan grant, len(waiters)) // in whatever order they come
+	for _, g := range waiters {
+		go func() { granted <- <-g }()
+	}
+	for range waiters {
+		if err := wantGrantWithin(t, granted, patience, "a waiter").Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each process looks once per lease end it sees; the two see the same
+	// leases, give or take the one in flight when counting stopped.
+	t.Logf("looks while held: %d by four waiters in one process, %d by one in another", manyLooks, oneLooks)
+	if manyLooks > oneLooks+2 {
+		t.Errorf("four waiters in one process looked %d times while one elsewhere looked %d: want one look per process per lease end", manyLooks, oneLooks)
+	}
+}
