@@ -83,16 +83,46 @@ type channelState struct {
 	ready      chan struct{}
 	fail       *writeFailure // of the latest SUBSCRIBE
 
-	// FIFO: fallback wakes everyone at fallbackAt (zero when none is
-	// pending) unless the head came first; grants counts the grants
-	// announced on the channel. watch wakes, when the lease a waiter was
-	// told of ends, with FIFO the next in line if it waits here, without
-	// it the waiter whose turn it is (at watchAt; see watchExpiry).
-	fallback   *time.Timer
-	fallbackAt time.Time
-	grants     uint64
-	watch      *time.Timer
-	watchAt    time.Time
+	// FIFO: fallback wakes everyone unless the head came first; grants
+	// counts the grants announced on the channel. watch wakes, when the
+	// lease a waiter was told of ends, with FIFO the next in line if it
+	// waits here, without it the waiter whose turn it is (watchExpiry).
+	fallback alarm
+	grants   uint64
+	watch    alarm
+}
+
+// alarm runs a function at a set time unless stopped or set again first.
+type alarm struct {
+	t  *time.Timer
+	at time.Time // zero when nothing is pending
+}
+
+// set arms a to run fire at at, with n.mu held, if st is still channel's
+// state then. Callers hold n.mu.
+func (n *notifier) set(a *alarm, channel string, st *channelState, at time.Time, fire func()) {
+	a.stop()
+	a.at = at
+	a.t = time.AfterFunc(time.Until(at), func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.chans[channel] == st && a.at.Equal(at) {
+			a.t, a.at = nil, time.Time{}
+			fire()
+		}
+	})
+}
+
+// pendingBy reports whether a is set to go off at or before at.
+func (a *alarm) pendingBy(at time.Time) bool { return !a.at.IsZero() && !at.Before(a.at) }
+
+// stop cancels what is pending. Callers hold n.mu.
+func (a *alarm) stop() {
+	if a.t != nil {
+		a.t.Stop()
+		a.t = nil
+	}
+	a.at = time.Time{}
 }
 
 // waiter is one subscription.
@@ -252,8 +282,8 @@ func (n *notifier) unsubscribe(channel string, w *waiter) {
 // Callers hold n.mu.
 func (n *notifier) gc(channel string, st *channelState) {
 	if len(st.waiters) == 0 && !st.subscribed && st.pending == 0 {
-		st.stopFallback()
-		st.stopWatch()
+		st.fallback.stop()
+		st.watch.stop()
 		delete(n.chans, channel)
 	}
 }
@@ -360,8 +390,8 @@ func (n *notifier) wake(channel, payload string) {
 	if st == nil {
 		return
 	}
-	st.stopFallback()
-	st.stopWatch()
+	st.fallback.stop()
+	st.watch.stop()
 	switch {
 	case strings.HasPrefix(payload, grantMsg):
 		st.grants++
@@ -396,7 +426,7 @@ func (n *notifier) watchLease(channel string, st *channelState, next, ms string)
 	n.armFallback(channel, st, d+n.grace)
 	for _, w := range st.waiters {
 		if w.id == next {
-			st.watch = time.AfterFunc(d, w.signal)
+			n.set(&st.watch, channel, st, time.Now().Add(d), w.signal)
 			return
 		}
 	}
@@ -433,28 +463,11 @@ func (n *notifier) watchExpiry(channel string, at time.Time) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	st := n.chans[channel]
-	if st == nil || (st.watch != nil && !at.Before(st.watchAt)) {
+	at = at.Add(2 * time.Millisecond) // past it by the server's clock too
+	if st == nil || st.watch.pendingBy(at) {
 		return
 	}
-	st.stopWatch()
-	st.watchAt = at
-	st.watch = time.AfterFunc(time.Until(at)+2*time.Millisecond, func() {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		if n.chans[channel] == st && st.watchAt.Equal(at) {
-			st.watch, st.watchAt = nil, time.Time{}
-			st.wakeOne()
-		}
-	})
-}
-
-// stopWatch cancels a pending watch. Callers hold n.mu.
-func (st *channelState) stopWatch() {
-	if st.watch != nil {
-		st.watch.Stop()
-		st.watch = nil
-	}
-	st.watchAt = time.Time{}
+	n.set(&st.watch, channel, st, at, st.wakeOne)
 }
 
 // grantSeq returns how many grants have been announced on channel, for
@@ -486,28 +499,9 @@ func (n *notifier) expectGrant(channel string, seq uint64, d time.Duration) {
 // comes first or an earlier fallback is pending. Callers hold n.mu.
 func (n *notifier) armFallback(channel string, st *channelState, d time.Duration) {
 	at := time.Now().Add(d)
-	if !st.fallbackAt.IsZero() && !at.Before(st.fallbackAt) {
-		return
+	if !st.fallback.pendingBy(at) {
+		n.set(&st.fallback, channel, st, at, st.wakeAll)
 	}
-	st.stopFallback()
-	st.fallbackAt = at
-	st.fallback = time.AfterFunc(d, func() {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		if n.chans[channel] == st && st.fallbackAt.Equal(at) {
-			st.fallbackAt = time.Time{}
-			st.wakeAll()
-		}
-	})
-}
-
-// stopFallback cancels a pending fallback. Callers hold n.mu.
-func (st *channelState) stopFallback() {
-	if st.fallback != nil {
-		st.fallback.Stop()
-		st.fallback = nil
-	}
-	st.fallbackAt = time.Time{}
 }
 
 // wakeOne wakes the waiter whose turn it is and moves it to the back.

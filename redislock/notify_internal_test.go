@@ -91,12 +91,12 @@ func TestWakeFIFOFallback(t *testing.T) {
 	st := n.chans["c"]
 
 	n.wake("c", "elsewhere")
-	if st.fallbackAt.IsZero() {
+	if st.fallback.at.IsZero() {
 		t.Fatal("a release naming another process's waiter armed no fallback")
 	}
 	n.wake("c", "+elsewhere:3600000:")
 	wantWoken(t, ws, "a grant announced")
-	if until := time.Until(st.fallbackAt); until < 30*time.Minute || st.grants != 1 {
+	if until := time.Until(st.fallback.at); until < 30*time.Minute || st.grants != 1 {
 		t.Errorf("after a grant of an hour: fallback in %v, %d grants counted; want the lease's (an hour and the grace), 1", until, st.grants)
 	}
 
@@ -119,13 +119,13 @@ func TestExpectGrant(t *testing.T) {
 	st := n.chans["c"]
 	seq := n.grantSeq("c")
 	n.wake("c", "+id0:1000:")
-	leaseEnd := st.fallbackAt // the lease's own, a grace after it ends
+	leaseEnd := st.fallback.at // the lease's own, a grace after it ends
 	n.expectGrant("c", seq, time.Hour)
-	if !st.fallbackAt.Equal(leaseEnd) {
+	if !st.fallback.at.Equal(leaseEnd) {
 		t.Error("fallback armed although a grant was announced since the waiter asked")
 	}
 	n.expectGrant("c", n.grantSeq("c"), time.Hour)
-	if !st.fallbackAt.Before(leaseEnd) {
+	if !st.fallback.at.Before(leaseEnd) {
 		t.Error("no fallback armed for a waiter behind a head")
 	}
 	n.expectGrant("nobody-waits", 0, time.Hour) // no channel state: nothing to do, no panic
@@ -152,7 +152,7 @@ func TestWakeAfterSilentLease(t *testing.T) {
 
 	n.wake("c", ">elsewhere:3600000")
 	wantWoken(t, ws, "the next in line finding the key held")
-	if until := time.Until(st.fallbackAt); until < 30*time.Minute {
+	if until := time.Until(st.fallback.at); until < 30*time.Minute {
 		t.Errorf("fallback in %v after the key was said held for an hour, want an hour and the grace", until)
 	}
 
@@ -184,17 +184,17 @@ func TestWakeNextInLineAtLeaseEnd(t *testing.T) {
 	wantWoken(t, ws, "the watch") // only the next in line
 
 	n.wake("c", ">id0:3600000")
-	if st.watch == nil {
+	if st.watch.at.IsZero() {
 		t.Fatal("no watch for the waiter a leaving head named")
 	}
 	n.wake("c", "")
-	if st.watch != nil {
+	if !st.watch.at.IsZero() {
 		t.Error("a release left the watch running")
 	}
 	wantWoken(t, ws, "a release naming nobody", 0, 1)
 
 	n.wake("c", "+granted:10:elsewhere") // the next waits in another process
-	if st.watch != nil {
+	if !st.watch.at.IsZero() {
 		t.Error("a watch armed for a waiter that does not wait here")
 	}
 }
@@ -206,14 +206,14 @@ func TestWatchExpiryWakesOne(t *testing.T) {
 	n, ws := newTestNotifier(false, 3)
 	st := n.chans["c"]
 	n.watchExpiry("c", time.Now().Add(time.Hour))
-	first := st.watchAt
+	first := st.watch.at
 	n.watchExpiry("c", time.Now().Add(2*time.Hour))
-	if !st.watchAt.Equal(first) {
+	if !st.watch.at.Equal(first) {
 		t.Error("a later expiry replaced an earlier watch")
 	}
 	n.wake("c", "") // a release
 	wantWoken(t, ws, "a release", 0)
-	if st.watch != nil {
+	if !st.watch.at.IsZero() {
 		t.Error("a release left the expiry watch running")
 	}
 
