@@ -81,7 +81,7 @@ func (q *batcher) do(ctx context.Context, direct bool, c scriptCall, late func(r
 	q.mu.Unlock()
 	var r reply
 	var err error
-	if direct || ctx.Done() == nil {
+	if onCallersGoroutine(ctx, direct) {
 		// As call would, without the closure it allocates.
 		r, err = runScript(ctx, q.rdb, c)
 	} else {

@@ -435,6 +435,12 @@ func deadlineAware(rdb redis.UniversalClient) bool {
 	return false
 }
 
+// onCallersGoroutine reports whether a call made with ctx runs on the
+// caller's goroutine (see call).
+func onCallersGoroutine(ctx context.Context, direct bool) bool {
+	return direct || ctx.Done() == nil
+}
+
 // call runs fn and returns its result, or ctx's error as soon as ctx ends.
 // With direct (the client honours deadlines itself) or a context that
 // cannot end, fn runs on the caller's goroutine: handing the call to
@@ -448,7 +454,7 @@ func call[T any](ctx context.Context, direct bool, fn func(context.Context) (T, 
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
-	if direct || ctx.Done() == nil {
+	if onCallersGoroutine(ctx, direct) {
 		return fn(ctx)
 	}
 	type result struct {
