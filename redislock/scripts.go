@@ -23,10 +23,10 @@ import "github.com/redis/go-redis/v9"
 // Each script's comment gives its KEYS and ARGV. Each redis.call, and each
 // argument, costs the server a few microseconds, more than the command
 // itself, so the common paths take few arguments and make few calls: an
-// uncontended acquire makes four (EXISTS, SET, INCR, SET), a release three
-// (GET, DEL, PUBLISH), one more each with FIFO and nobody queued; the
-// caller encodes the metadata, and only FIFO sends its keys and reads the
-// server's clock.
+// uncontended acquire makes four (SET, EXISTS, INCR, SET), a refused one
+// four (SET, GET, PTTL, GET), a release three (GET, DEL, PUBLISH), one
+// more each with FIFO and nobody queued; the caller encodes the metadata,
+// and only FIFO sends its keys and reads the server's clock.
 //
 // A grant replies with its fence alone, as an integer, and a release with 1
 // (released) or 0 (the token did not hold the key): an array costs the
@@ -107,17 +107,29 @@ var acquireScript = redis.NewScript(holderLua + `
 local token, ttl = ARGV[1], ARGV[2]
 local mode = tonumber(ARGV[4]) or 0
 
-if redis.call('EXISTS', KEYS[4]) == 1 then return {6} end
-
-local function grant()
-  if not redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl) then return nil end
+local function fenced()
   local fence = redis.call('INCR', KEYS[3])
   redis.call('SET', KEYS[2], cmsgpack.pack(fence) .. ARGV[3], 'PX', ttl)
   return fence
 end
 
+-- Without FIFO the void mark matters only to a grant, so a refusal, the
+-- common reply under contention, does not read it.
 if mode == 0 then
-  return grant() or holder()
+  if not redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl) then return holder() end
+  if redis.call('EXISTS', KEYS[4]) == 1 then
+    redis.call('DEL', KEYS[1])
+    return {6}
+  end
+  return fenced()
+end
+
+-- With FIFO a void token must not take a place in the queue either.
+if redis.call('EXISTS', KEYS[4]) == 1 then return {6} end
+
+local function grant()
+  if not redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl) then return nil end
+  return fenced()
 end
 
 -- FIFO with nobody queued: a free key is granted as without FIFO.
