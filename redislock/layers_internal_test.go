@@ -1,0 +1,199 @@
+package redislock
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/internal/testserver"
+)
+
+// The least a Redis lock with a token needs, as bsm/redislock does it: a
+// script that takes the key if absent, and one that deletes it only for
+// its token. BenchmarkLayers measures dlock against these.
+var (
+	minimalAcquire = redis.NewScript(`return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])`)
+	minimalRelease = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+)
+
+// layer is one way to take and give back an uncontended lock.
+type layer struct {
+	name string
+	pair func(ctx context.Context) error
+}
+
+// pairLayers returns the layers of an acquire+release pair on rdb, from the
+// bare commands to dlock's client: each adds one part of the cost.
+func pairLayers(rdb redis.UniversalClient, b *Backend) []layer {
+	c := dlock.New(b)
+	req := dlock.AcquireRequest{
+		Key: "layers/backend", Token: "layers-token-0123456789abcdefghijklmnopq",
+		TTL: 8 * time.Second, Owner: dlock.Owner{Host: "host.example", PID: 4242},
+	}
+	req.LockID = dlock.LockID(req.Token)
+	n := b.names("layers/scripts")
+	ttl := req.TTL.Milliseconds()
+	return []layer{
+		{"floor", func(ctx context.Context) error { // two plain commands
+			if err := rdb.SetNX(ctx, "layers/floor", req.Token, req.TTL).Err(); err != nil {
+				return err
+			}
+			return rdb.Del(ctx, "layers/floor").Err()
+		}},
+		{"minimal", func(ctx context.Context) error {
+			if err := minimalAcquire.Run(ctx, rdb, []string{"layers/minimal"}, req.Token, ttl).Err(); err != nil {
+				return err
+			}
+			return minimalRelease.Run(ctx, rdb, []string{"layers/minimal"}, req.Token).Err()
+		}},
+		{"scripts", func(ctx context.Context) error { // dlock's, with what the backend sends
+			keys := n.acquireKeys(req.LockID, false)
+			if err := acquireScript.Run(ctx, rdb, keys, req.Token, ttl, metaBlob(req, time.Now())).Err(); err != nil {
+				return err
+			}
+			return releaseScript.Run(ctx, rdb, n.releaseKeys(req.LockID, false), req.Token, n.channel).Err()
+		}},
+		{"backend", func(ctx context.Context) error {
+			if _, ok, err := b.Acquire(ctx, req); err != nil || !ok {
+				return errorOr(err, "backend: not granted")
+			}
+			return b.Release(ctx, req.Key, req.Token)
+		}},
+		{"client", func(ctx context.Context) error {
+			l, err := c.TryAcquire(ctx, "layers/client")
+			if err != nil {
+				return err
+			}
+			return l.Release(ctx)
+		}},
+	}
+}
+
+func errorOr(err error, msg string) error {
+	if err != nil {
+		return err
+	}
+	return &layerError{msg}
+}
+
+type layerError struct{ msg string }
+
+func (e *layerError) Error() string { return e.msg }
+
+// BenchmarkLayers splits the latency of an uncontended acquire+release
+// pair (two round trips) on a local redis-server into layers, each
+// reported as µs per pair:
+//
+//	floor    SET NX PX and DEL as plain commands
+//	minimal  the same in two Lua scripts, with a token check on release:
+//	         the least a lock library needs (bsm/redislock's design)
+//	scripts  dlock's acquire and release scripts, with the arguments the
+//	         backend sends (fence, metadata, void mark, wake-up)
+//	backend  Backend.Acquire and Release
+//	client   dlock.Client's TryAcquire and Lock.Release
+//
+// Each iteration is one pair of every layer; the layers take turns in
+// rounds of 20 pairs, so that the machine's drift hits them alike. Pin the
+// server and the benchmark to a core each to steady the figures:
+//
+//	go test -run '^$' -bench Layers -benchtime 10000x ./redislock/
+func BenchmarkLayers(b *testing.B) {
+	srv := testserver.StartRedis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	b.Cleanup(func() { _ = rdb.Close() })
+	be, err := New(rdb, WithPrefix("layers:"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = be.Close() })
+	measureLayers(b, pairLayers(rdb, be), func(l layer, d time.Duration) {
+		b.ReportMetric(float64(d.Nanoseconds())/1e3/float64(b.N), l.name+"-µs/pair")
+	})
+}
+
+// measureLayers runs b.N pairs of each layer, in turns, and reports each
+// layer's total time.
+func measureLayers(b *testing.B, layers []layer, report func(layer, time.Duration)) {
+	// A context that can end, as a caller's usually can.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, l := range layers { // load the scripts, warm the connections
+		if err := l.pair(ctx); err != nil {
+			b.Fatalf("%s: %v", l.name, err)
+		}
+	}
+	const round = 20
+	total := make([]time.Duration, len(layers))
+	b.ResetTimer()
+	for done := 0; done < b.N; done += round {
+		n := min(round, b.N-done)
+		for i, l := range layers {
+			start := time.Now()
+			for range n {
+				if err := l.pair(ctx); err != nil {
+					b.Fatalf("%s: %v", l.name, err)
+				}
+			}
+			total[i] += time.Since(start)
+		}
+	}
+	b.StopTimer()
+	for i, l := range layers {
+		report(l, total[i])
+	}
+}
+
+// answerOne is a go-redis hook that answers every command with 1 without
+// sending it: enough for the scripts' grant and release replies.
+type answerOne struct{}
+
+func (answerOne) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (answerOne) ProcessHook(redis.ProcessHook) redis.ProcessHook {
+	return func(_ context.Context, cmd redis.Cmder) error {
+		if c, ok := cmd.(*redis.Cmd); ok {
+			c.SetVal(int64(1))
+		}
+		return nil
+	}
+}
+
+func (answerOne) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// BenchmarkClientCPU is BenchmarkLayers without the network: a hook
+// answers every command at once, so each figure is the client's own work
+// per pair (building commands, the backend, the core) and differences
+// between layers show what each costs the caller's CPU. No server runs;
+// the floor layer is left out.
+//
+//	go test -run '^$' -bench ClientCPU -benchtime 200000x ./redislock/
+func BenchmarkClientCPU(b *testing.B) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:0", ContextTimeoutEnabled: true, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	rdb.AddHook(answerOne{})
+	b.Cleanup(func() { _ = rdb.Close() })
+	be, err := New(rdb)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = be.Close() })
+	for _, l := range pairLayers(rdb, be)[1:] {
+		b.Run(l.name, func(b *testing.B) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := l.pair(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
