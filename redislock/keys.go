@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // names are the Redis keys and the pub/sub channel of one lock. All keys
@@ -30,7 +31,44 @@ const (
 	channelPfx  = "dlock:wake:"
 )
 
+// names returns the names of key's lock, from b's cache when it has them.
 func (b *Backend) names(key string) names {
+	if n, ok := b.named.get(key); ok {
+		return n
+	}
+	n := b.buildNames(key)
+	b.named.put(key, n)
+	return n
+}
+
+// nameCache keeps the names of the keys a backend used last: building them
+// costs an allocation and a CRC16 per call, a microsecond or two per
+// acquire+release pair, and most programs lock a few keys over and over.
+// It holds at most maxNamed keys and starts afresh when full, so a program
+// that locks ever new keys pays one map store per call and bounded memory.
+type nameCache struct {
+	m sync.Map // key -> *names
+	n atomic.Int32
+}
+
+const maxNamed = 1024
+
+func (c *nameCache) get(key string) (names, bool) {
+	if v, ok := c.m.Load(key); ok {
+		return *v.(*names), true
+	}
+	return names{}, false
+}
+
+func (c *nameCache) put(key string, n names) {
+	if c.n.Add(1) > maxNamed {
+		c.m.Clear()
+		c.n.Store(1)
+	}
+	c.m.Store(key, &n)
+}
+
+func (b *Backend) buildNames(key string) names {
 	k := b.prefix + key
 	tag := slotTag(k)
 	// Every call names a lock, so its names are slices of one string: one

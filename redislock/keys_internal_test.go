@@ -3,6 +3,7 @@ package redislock
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -58,10 +59,32 @@ func TestNames(t *testing.T) {
 				channel: channelPfx + k,
 				tag:     tag,
 			}
-			if got := b.names(key); got != want {
-				t.Errorf("names(%q) with prefix %q = %+v, want %+v", key, prefix, got, want)
+			for range 2 { // built, then from the cache
+				if got := b.names(key); got != want {
+					t.Errorf("names(%q) with prefix %q = %+v, want %+v", key, prefix, got, want)
+				}
 			}
 		}
+	}
+}
+
+// TestNameCacheBounded: a backend that locks ever new keys keeps at most
+// maxNamed of them, and every key still gets its own names.
+func TestNameCacheBounded(t *testing.T) {
+	b := &Backend{prefix: DefaultPrefix}
+	for i := range 3*maxNamed + 7 {
+		key := "job-" + strconv.Itoa(i)
+		if got, want := b.names(key), b.buildNames(key); got != want {
+			t.Fatalf("names(%q) = %+v, want %+v", key, got, want)
+		}
+		if n := b.named.n.Load(); n > maxNamed {
+			t.Fatalf("after %d keys the cache counts %d, above %d", i+1, n, maxNamed)
+		}
+	}
+	cached := 0
+	b.named.m.Range(func(any, any) bool { cached++; return true })
+	if cached > maxNamed || cached == 0 {
+		t.Errorf("cache holds %d keys, want 1..%d", cached, maxNamed)
 	}
 }
 

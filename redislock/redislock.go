@@ -96,6 +96,8 @@ type Backend struct {
 	// bounds every call by its timeouts, so calls run on the caller's
 	// goroutine (see call).
 	direct bool
+
+	named nameCache
 }
 
 var (
