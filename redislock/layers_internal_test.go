@@ -86,6 +86,28 @@ type layerError struct{ msg string }
 
 func (e *layerError) Error() string { return e.msg }
 
+// TestPairLayers keeps BenchmarkLayers honest: on a real server every
+// layer takes its key and gives it back, so the same layer can take it
+// again at once (a layer whose release left the key held would fail its
+// second acquire: SET NX answers nil, and the backend and client refuse).
+func TestPairLayers(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	be, err := New(rdb, WithPrefix("layers:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = be.Close() })
+	for _, l := range pairLayers(rdb, be) {
+		for i := range 2 {
+			if err := l.pair(t.Context()); err != nil {
+				t.Errorf("%s, pair %d: %v", l.name, i+1, err)
+			}
+		}
+	}
+}
+
 // BenchmarkLayers splits the latency of an uncontended acquire+release
 // pair (two round trips) on a local redis-server into layers, each
 // reported as µs per pair:
