@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 )
 
@@ -15,8 +14,7 @@ type Client struct {
 	backend  Backend
 	defaults options
 
-	mu   sync.Mutex
-	held map[*Lock]struct{}
+	held heldLocks
 }
 
 // New returns a client over b. opts set defaults for every call; see
@@ -28,7 +26,7 @@ func New(b Backend, opts ...Option) *Client {
 	for _, opt := range opts {
 		opt(&d)
 	}
-	return &Client{backend: b, defaults: d, held: make(map[*Lock]struct{})}
+	return &Client{backend: b, defaults: d}
 }
 
 // Backend returns the backend the client was built on.
@@ -245,9 +243,7 @@ func (c *Client) List(ctx context.Context, prefix string) ([]Record, error) {
 // backend that cannot count, only Held is filled and the error matches
 // [ErrUnsupported].
 func (c *Client) Stats(ctx context.Context) (Stats, error) {
-	c.mu.Lock()
-	held := len(c.held)
-	c.mu.Unlock()
+	held := c.held.len()
 	s, ok := c.backend.(StatsReporter)
 	if !ok {
 		return Stats{Held: held}, fmt.Errorf("dlock: stats: %w", ErrUnsupported)
@@ -285,12 +281,7 @@ func (c *Client) Break(ctx context.Context, key string) (rec Record, found bool,
 // It returns how many it released and the errors of those it could not
 // (joined; locks already lost count as not released).
 func (c *Client) ReleaseAll(ctx context.Context) (int, error) {
-	c.mu.Lock()
-	locks := make([]*Lock, 0, len(c.held))
-	for l := range c.held {
-		locks = append(locks, l)
-	}
-	c.mu.Unlock()
+	locks := c.held.all()
 	var errs []error
 	n := 0
 	for _, l := range locks {
@@ -301,16 +292,4 @@ func (c *Client) ReleaseAll(ctx context.Context) (int, error) {
 		n++
 	}
 	return n, errors.Join(errs...)
-}
-
-func (c *Client) track(l *Lock) {
-	c.mu.Lock()
-	c.held[l] = struct{}{}
-	c.mu.Unlock()
-}
-
-func (c *Client) untrack(l *Lock) {
-	c.mu.Lock()
-	delete(c.held, l)
-	c.mu.Unlock()
 }

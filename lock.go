@@ -20,7 +20,6 @@ type Lock struct {
 	opts   options
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	expiry *time.Timer // fires the lost signal at validUntil
 
 	// The watchdog runs on dogCtx; stopWatchdog cancels it and waits.
 	dogCancel context.CancelFunc
@@ -29,6 +28,12 @@ type Lock struct {
 	mu         sync.Mutex
 	rec        Record
 	validUntil time.Time // monotonic: sent + ttl - drift
+
+	// Guarded by the client's heldLocks: the validity the lock is filed
+	// under (validUntil when filed; a refresh moves it on when it comes
+	// due) and its slot there (-1 once out).
+	due  time.Time
+	slot int
 }
 
 // drift is the margin taken off each lease for clock rate differences
@@ -37,13 +42,10 @@ type Lock struct {
 func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
 
 func (c *Client) newLock(rec Record, token string, sent time.Time, o options) *Lock {
-	l := &Lock{client: c, key: rec.Key, token: token, lockID: rec.LockID, fence: rec.Fence, opts: o, rec: rec}
+	l := &Lock{client: c, key: rec.Key, token: token, lockID: rec.LockID, fence: rec.Fence, opts: o, rec: rec, slot: -1}
 	l.ctx, l.cancel = context.WithCancelCause(context.Background())
-	l.mu.Lock() // the timer may fire before newLock returns
-	defer l.mu.Unlock()
 	l.validUntil = sent.Add(o.ttl - drift(o.ttl))
-	l.expiry = time.AfterFunc(time.Until(l.validUntil), l.checkValidity)
-	c.track(l)
+	c.held.add(l, l.validUntil) // may fire the lost signal at once
 	if o.autoRefresh {
 		var dogCtx context.Context
 		dogCtx, l.dogCancel = context.WithCancel(l.ctx)
@@ -160,23 +162,8 @@ func (l *Lock) Err() error {
 // leaves the client's held set first, so that whoever sees Done fire also
 // sees it gone from Stats and ReleaseAll.
 func (l *Lock) lost(cause error) {
-	l.client.untrack(l)
-	l.expiry.Stop()
+	l.client.held.remove(l)
 	l.cancel(cause)
-}
-
-// checkValidity runs when the validity timer fires. A refresh may have moved
-// validUntil meanwhile; then the timer is re-armed instead.
-func (l *Lock) checkValidity() {
-	l.mu.Lock()
-	left := time.Until(l.validUntil)
-	if left > 0 {
-		l.expiry.Reset(left)
-		l.mu.Unlock()
-		return
-	}
-	l.mu.Unlock()
-	l.lost(fmt.Errorf("%w: validity of %v passed without a refresh", ErrLockLost, l.opts.ttl))
 }
 
 // Refresh extends the lease by the TTL it was acquired with, measured from

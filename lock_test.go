@@ -231,3 +231,37 @@ func TestRelease(t *testing.T) {
 		t.Error("the lease vanished although the release never reached the store")
 	}
 }
+
+// TestValidityTimerManyLocks: the locks of one client, of different TTLs
+// and taken out of order, each lose validity at their own time, never
+// before; one released first says so, not that it was lost.
+func TestValidityTimerManyLocks(t *testing.T) {
+	c, _, _ := newFaulty(t)
+	ttls := []time.Duration{150 * time.Millisecond, 60 * time.Millisecond, 250 * time.Millisecond, 100 * time.Millisecond}
+	locks := make([]*dlock.Lock, len(ttls))
+	for i, ttl := range ttls {
+		locks[i] = mustTry(t, c, uniqueKey(t), dlock.WithTTL(ttl))
+	}
+	released := mustTry(t, c, uniqueKey(t), dlock.WithTTL(20*time.Millisecond))
+	if err := released.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := c.Stats(t.Context()); st.Held != len(ttls) {
+		t.Errorf("Held = %d, want %d", st.Held, len(ttls))
+	}
+	for i, l := range locks {
+		waitDone(t, l)
+		if now := time.Now(); now.Before(l.ValidUntil()) {
+			t.Errorf("lock %d (TTL %v): Done fired %v before ValidUntil", i, ttls[i], l.ValidUntil().Sub(now))
+		}
+		if err := l.Err(); !errors.Is(err, dlock.ErrLockLost) {
+			t.Errorf("lock %d (TTL %v): Err = %v, want ErrLockLost", i, ttls[i], err)
+		}
+	}
+	if err := released.Err(); !errors.Is(err, dlock.ErrReleased) || errors.Is(err, dlock.ErrLockLost) {
+		t.Errorf("released lock: Err = %v, want ErrReleased", err)
+	}
+	if st, _ := c.Stats(t.Context()); st.Held != 0 {
+		t.Errorf("Held = %d after every lock was lost, want 0", st.Held)
+	}
+}
