@@ -12,8 +12,8 @@ import (
 // them all: it is armed for the earliest validity and left running when
 // that lock goes, so that the next lock, valid until later, needs no timer
 // call at all. A timer per lock, armed on acquire and stopped on release,
-// cost about 12 µs of wall time per acquire+release pair on a 2-core VM
-// (go test -bench Layers in redislock), more than the rest of the core:
+// cost 12-14 µs of wall time per acquire+release pair on Redis on a 2-core
+// VM (go test -bench Layers in redislock), more than the rest of the core:
 // arming a timer can wake the thread asleep in the network poller.
 type heldLocks struct {
 	mu    sync.Mutex

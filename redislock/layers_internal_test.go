@@ -2,6 +2,7 @@ package redislock
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -60,8 +61,10 @@ func pairLayers(rdb redis.UniversalClient, b *Backend) []layer {
 			return releaseScript.Run(ctx, rdb, n.releaseKeys(req.LockID, false), req.Token, n.channel).Err()
 		}},
 		{"backend", func(ctx context.Context) error {
-			if _, ok, err := b.Acquire(ctx, req); err != nil || !ok {
-				return errorOr(err, "backend: not granted")
+			if _, ok, err := b.Acquire(ctx, req); err != nil {
+				return err
+			} else if !ok {
+				return errors.New("backend: not granted")
 			}
 			return b.Release(ctx, req.Key, req.Token)
 		}},
@@ -74,17 +77,6 @@ func pairLayers(rdb redis.UniversalClient, b *Backend) []layer {
 		}},
 	}
 }
-
-func errorOr(err error, msg string) error {
-	if err != nil {
-		return err
-	}
-	return &layerError{msg}
-}
-
-type layerError struct{ msg string }
-
-func (e *layerError) Error() string { return e.msg }
 
 // TestPairLayers keeps BenchmarkLayers honest: on a real server every
 // layer takes its key and gives it back, so the same layer can take it
