@@ -89,13 +89,18 @@ type Breaker interface {
 // Notifier is a Backend that can tell waiters when a key may have become
 // free, so that they are woken instead of polling.
 type Notifier interface {
-	// Subscribe starts watching key. The returned channel receives a value
-	// (it is buffered; sends never block) after any release, break or
-	// cleanup of key that happens after Subscribe returns. Spurious wake-ups
-	// are allowed. Expiry need not be signalled: the core also wakes at the
-	// holder's expiry, or at the refusal's [Record.NextLook] if the backend
-	// set it (and then the backend must wake the waiter when it should look
-	// before that). cancel stops watching and must be called.
+	// Subscribe starts watching key. A waiting [Client.Acquire] subscribes
+	// once its first attempt was refused, so that an uncontended Acquire
+	// costs no subscription. The returned channel receives a value (it is
+	// buffered; sends never block) after any release, break or cleanup of
+	// key that happens after that refusal: a backend that cannot tell
+	// whether one happened between the refusal and the subscription puts a
+	// value in the channel at once, and the waiter looks again. Spurious
+	// wake-ups are allowed. Expiry need not be signalled: the core also
+	// wakes at the holder's expiry, or at the refusal's [Record.NextLook]
+	// if the backend set it (and then the backend must wake the waiter when
+	// it should look before that). cancel stops watching and must be
+	// called.
 	//
 	// The context of a Subscribe, and of every Acquire call the same waiting
 	// [Client.Acquire] makes, carries the lock id it asks for (see

@@ -84,18 +84,12 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 		waitCtx, cancel = context.WithTimeout(ctx, o.maxWait)
 		defer cancel()
 	}
-	var changed <-chan struct{}
-	if n, ok := c.backend.(Notifier); ok && o.maxWait != 0 {
+	notifier, notify := c.backend.(Notifier)
+	notify = notify && o.maxWait != 0
+	if notify {
 		waitCtx = context.WithValue(waitCtx, waitingKey{}, req.LockID)
-		// Subscribe before the first attempt so that a release between a
-		// failed attempt and the wait is not missed.
-		ch, cancel, err := n.Subscribe(waitCtx, key)
-		if err != nil {
-			return nil, c.acquireError(key, nil, err)
-		}
-		defer cancel()
-		changed = ch
 	}
+	var changed <-chan struct{}
 
 	var lastHolder *Record // reported if waiting ends in a store call
 	for attempt := 1; ; attempt++ {
@@ -112,6 +106,18 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 		}
 		if o.maxWait == 0 {
 			return nil, &NotAcquiredError{Key: key, Holder: &rec}
+		}
+		if notify && changed == nil {
+			// Subscribe only once the key is found held, so that an
+			// uncontended Acquire costs what TryAcquire does (on Redis a
+			// subscription is a round trip of its own). The backend wakes
+			// us at once if a release may have come since the refusal.
+			ch, cancel, err := notifier.Subscribe(waitCtx, key)
+			if err != nil {
+				return nil, c.acquireError(key, &rec, err)
+			}
+			defer cancel()
+			changed = ch
 		}
 		if err := c.sleep(waitCtx, o.retry, attempt, rec, changed); err != nil {
 			return nil, &NotAcquiredError{Key: key, Holder: &rec, Cause: err}

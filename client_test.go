@@ -332,6 +332,39 @@ func TestWaitingLockID(t *testing.T) {
 	}
 }
 
+// An Acquire that finds the key free subscribes to nothing: on Redis a
+// subscription is a round trip of its own. One that finds it held
+// subscribes once and looks again at once, since a release before the
+// subscription would go unheard.
+func TestAcquireSubscribesOnlyWhenHeld(t *testing.T) {
+	spy := &waitSpy{Backend: memlock.New(), acquire: map[string][]string{}, waited: make(chan struct{}, 100)}
+	c := dlock.New(spy)
+	ctx := t.Context()
+	key := uniqueKey(t)
+	free, err := c.Acquire(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy.mu.Lock()
+	subs, tries := len(spy.subscribe), len(spy.acquire[free.LockID()])
+	spy.mu.Unlock()
+	if subs != 0 || tries != 1 {
+		t.Errorf("Acquire of a free key: %d subscriptions and %d attempts, want 0 and 1", subs, tries)
+	}
+
+	_, err = c.Acquire(ctx, key, dlock.WithMaxWait(100*time.Millisecond))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Acquire of a held key: %v, want its max wait to end it", err)
+	}
+	spy.mu.Lock()
+	subs = len(spy.subscribe)
+	spy.mu.Unlock()
+	if subs != 1 {
+		t.Errorf("Acquire of a held key: %d subscriptions, want 1", subs)
+	}
+	_ = free.Release(ctx)
+}
+
 // lateLook refuses with the holder's expiry already past but a NextLook an
 // hour away, and counts attempts: a backend that takes the expiry watch
 // upon itself.
@@ -371,8 +404,8 @@ func TestNextLook(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("wait behind a holder: %v, want the max wait to end it", err)
 	}
-	if n := b.attempts.Load(); n != 1 {
-		t.Errorf("%d attempts in a 200ms wait, want 1 (the next look was an hour away)", n)
+	if n := b.attempts.Load(); n != 2 {
+		t.Errorf("%d attempts in a 200ms wait, want 2 (one, and one at once after subscribing; the next look was an hour away)", n)
 	}
 
 	got := make(chan error, 1)
@@ -383,8 +416,12 @@ func TestNextLook(t *testing.T) {
 		}
 		got <- err
 	}()
-	<-b.refused // the first wait's one attempt
-	<-b.refused // this one's first attempt
+	for range 2 { // the first wait's two attempts
+		<-b.refused
+	}
+	for range 2 { // this one's: it now waits, subscribed
+		<-b.refused
+	}
 	if err := holder.Release(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -2,44 +2,84 @@ package dlocktest
 
 import (
 	"context"
+	"sync"
 
 	"github.com/dlock-dev/dlock"
 )
 
-// denialWatcher passes calls through to a backend and reports every Acquire
-// that found the key held, so a test knows a waiter is really waiting
-// before it releases or cancels, instead of sleeping and hoping.
+// denialWatcher passes calls through to a backend and reports when a
+// waiter waits, so a test knows a waiter is really waiting before it
+// releases or cancels, instead of sleeping and hoping.
 type denialWatcher struct {
 	dlock.Backend
 	denied chan struct{}
+
+	// With a Notifier, a waiter waits only once it has subscribed, which
+	// the core does after the first refusal: a subscription with no
+	// wake-up pending is reported, and each refusal after it (with one
+	// pending, the waiter looks again at once). Earlier refusals are not.
+	notifier   bool
+	mu         sync.Mutex
+	subscribed map[string]bool // lock ids of waits that subscribed
 }
 
 func (w *denialWatcher) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
 	rec, granted, err := w.Backend.Acquire(ctx, req)
-	if err == nil && !granted {
-		select {
-		case w.denied <- struct{}{}:
-		default:
-		}
+	if err == nil && !granted && w.waiting(req.LockID) {
+		w.report()
 	}
 	return rec, granted, err
 }
 
+func (w *denialWatcher) report() {
+	select {
+	case w.denied <- struct{}{}:
+	default:
+	}
+}
+
+func (w *denialWatcher) waiting(id string) bool {
+	if !w.notifier {
+		return true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.subscribed[id]
+}
+
 // notifyingDenialWatcher keeps the backend's Notifier visible to the core,
 // so that waiters through the watcher are woken the way they would be
-// without it.
+// without it, and notes which waits subscribed.
 type notifyingDenialWatcher struct {
 	*denialWatcher
 	dlock.Notifier
 }
 
+func (n *notifyingDenialWatcher) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	ch, cancel, err := n.Notifier.Subscribe(ctx, key)
+	if id, ok := dlock.WaitingLockID(ctx); ok && err == nil {
+		n.mu.Lock()
+		n.subscribed[id] = true
+		n.mu.Unlock()
+		if len(ch) == 0 {
+			n.report()
+		}
+	}
+	return ch, cancel, err
+}
+
 // WatchDenials wraps b for a test that must know a waiter is really
 // waiting before it releases or cancels: the channel receives (without
-// blocking the caller) after each Acquire that was denied. A Notifier stays
-// one, so waiters are woken as they would be without the wrapper.
+// blocking the caller) after each Acquire that was denied. On a Notifier,
+// where the core subscribes after the first refusal, it receives instead
+// when the waiter has subscribed with no wake-up pending, and after each
+// refusal from then on. A Notifier stays one, so waiters are woken as they
+// would be without the wrapper.
 func WatchDenials(b dlock.Backend) (dlock.Backend, <-chan struct{}) {
 	w := &denialWatcher{Backend: b, denied: make(chan struct{}, 1)}
 	if n, ok := b.(dlock.Notifier); ok {
+		w.notifier = true
+		w.subscribed = map[string]bool{}
 		return &notifyingDenialWatcher{denialWatcher: w, Notifier: n}, w.denied
 	}
 	return w, w.denied

@@ -41,7 +41,9 @@ type watcher struct {
 //
 // Releases and breaks only touch the file's times while some waiter holds
 // its wait mark ([waitMark]); Subscribe sets it, once per key and Backend,
-// creating the (then empty) file if there is none yet.
+// creating the (then empty) file if there is none yet. A release between
+// the waiter's refusal and its mark touched nothing, so the channel starts
+// with a value in it: the waiter looks again at once.
 func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
@@ -49,6 +51,7 @@ func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, f
 	id := keyID(key)
 	name := id.name()
 	ch := make(chan struct{}, 1)
+	ch <- struct{}{}
 	w := &b.watch
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -61,6 +61,13 @@ func TestSubscribeWakesOnReleaseOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(cancel)
+		// A new subscription starts with a wake-up: the waiter looks once
+		// more, in case of a release before it subscribed.
+		select {
+		case <-ch:
+		default:
+			t.Fatalf("subscription to %s: no first wake-up", k)
+		}
 		return ch
 	}
 	wait := func(ch <-chan struct{}, what string) { t.Helper(); waitWake(t, ch, what) }
@@ -183,6 +190,7 @@ func TestReleaseTouchesTimesOnlyForWaiters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wait(ch, "the subscription (its first look)")
 	pair()
 	wait(ch, "the release")
 	if n := attribs(); n != 1 {

@@ -208,12 +208,15 @@ func (b *Backend) Break(ctx context.Context, key string) (dlock.Record, bool, er
 	return l.rec, true, nil
 }
 
-// Subscribe implements [dlock.Notifier].
+// Subscribe implements [dlock.Notifier]. The channel starts with a value
+// in it: the waiter looks again at once, in case the key was released
+// between its refusal and the subscription.
 func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
 	ch := make(chan struct{}, 1)
+	ch <- struct{}{}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.watchers[key] == nil {

@@ -69,6 +69,9 @@ func TestSubscribe(t *testing.T) {
 			}
 		}
 	}
+	// A new subscription starts with a wake-up, in case of a release
+	// between the waiter's refusal and its subscription.
+	expectWake("the subscription", true)
 	if _, ok, _ := b.Acquire(ctx, request("k", "t1", time.Hour)); !ok {
 		t.Fatal("not granted")
 	}

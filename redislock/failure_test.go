@@ -305,7 +305,7 @@ func TestSentinelFailover(t *testing.T) {
 		}
 		granted <- w
 	}()
-	// The waiter subscribes before its first attempt.
+	// The waiter subscribes once its first attempt is refused.
 	channel := "dlock:wake:" + redislock.DefaultPrefix + key
 	subscribed := func(rdb *redis.Client, where string) {
 		waitFor(ctx, t, "the waiter's subscription "+where, func() bool {

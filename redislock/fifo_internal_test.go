@@ -66,8 +66,8 @@ func fifoBackendOn(t *testing.T, rdb *redis.Client) *Backend {
 }
 
 // startWaiter starts an Acquire of key (a minute's TTL and up to 50s of
-// waiting) that releases what it gets, and returns once its first attempt
-// was refused. The channel gets its outcome.
+// waiting) that releases what it gets, and returns once it was refused
+// while waiting (subscribed). The channel gets its outcome.
 func startWaiter(t *testing.T, b *Backend, key string) <-chan error {
 	t.Helper()
 	ctx := t.Context()

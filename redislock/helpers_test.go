@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -103,25 +104,51 @@ func pubsubConns(t testing.TB, rdb *redis.Client) int {
 	return n
 }
 
-// denials wraps a backend and reports each Acquire that was refused, so a
-// test knows a waiter is waiting without sleeping. The embedded *Backend
-// keeps the Notifier visible to the core.
+// denials wraps a backend and reports when a waiter waits, so a test
+// knows without sleeping, and counts its looks: the core subscribes after
+// the first refusal; a subscription with no wake-up pending is reported
+// (the waiter now waits), and so is each refusal after it (with a wake-up
+// pending, the waiter looks again at once). The embedded *Backend keeps
+// the Notifier visible to the core.
 type denials struct {
 	*redislock.Backend
 	denied chan string // lock id of the refused request
+
+	mu         sync.Mutex
+	subscribed map[string]bool // lock ids of waits that subscribed
 }
 
 func watchDenials(b *redislock.Backend) *denials {
-	return &denials{Backend: b, denied: make(chan string, 1024)}
+	return &denials{Backend: b, denied: make(chan string, 1024), subscribed: map[string]bool{}}
+}
+
+func (d *denials) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	ch, cancel, err := d.Backend.Subscribe(ctx, key)
+	if id, ok := dlock.WaitingLockID(ctx); ok && err == nil {
+		d.mu.Lock()
+		d.subscribed[id] = true
+		d.mu.Unlock()
+		if len(ch) == 0 {
+			d.report(id)
+		}
+	}
+	return ch, cancel, err
+}
+
+func (d *denials) report(id string) {
+	select {
+	case d.denied <- id:
+	default:
+	}
 }
 
 func (d *denials) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
 	rec, granted, err := d.Backend.Acquire(ctx, req)
-	if err == nil && !granted {
-		select {
-		case d.denied <- req.LockID:
-		default:
-		}
+	d.mu.Lock()
+	waiting := d.subscribed[req.LockID]
+	d.mu.Unlock()
+	if err == nil && !granted && waiting {
+		d.report(req.LockID)
 	}
 	return rec, granted, err
 }

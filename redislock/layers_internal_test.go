@@ -68,6 +68,13 @@ func pairLayers(rdb redis.UniversalClient, b *Backend) []layer {
 			}
 			return b.Release(ctx, req.Key, req.Token)
 		}},
+		{"acquire", func(ctx context.Context) error {
+			l, err := c.Acquire(ctx, "layers/acquire")
+			if err != nil {
+				return err
+			}
+			return l.Release(ctx)
+		}},
 		{"client", func(ctx context.Context) error {
 			l, err := c.TryAcquire(ctx, "layers/client")
 			if err != nil {

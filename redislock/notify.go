@@ -90,6 +90,57 @@ type channelState struct {
 	fallback alarm
 	grants   uint64
 	watch    alarm
+
+	// A waiter subscribes after its first refusal (see Backend.Subscribe).
+	// events counts what may make a waiter that was not yet registered
+	// miss a wake-up: a message for whoever waits, a lost connection, an
+	// UNSUBSCRIBE. A FIFO message that names one waiter (the head, the
+	// next in line) concerns that one alone: named records the count of
+	// messages, msgs, when each lock id was last named. refusals holds,
+	// per lock id refused while the subscription was live, what had been
+	// heard before that attempt: if the waiter was not named since, and
+	// events are unchanged when it subscribes, it missed nothing and need
+	// not look again at once.
+	events   uint64
+	msgs     uint64
+	named    map[string]uint64
+	refusals map[string]heard
+}
+
+// maxNamedIDs bounds channelState.named: ids of waiters in other processes
+// are named too. Forgetting them counts as an event.
+const maxNamedIDs = 256
+
+// live reports whether the server has confirmed the subscription and none
+// is pending: a message published now reaches this process.
+func (st *channelState) live() bool { return st.subscribed && st.pending == 0 }
+
+// missed reports, as the waiter with lock id subscribes, whether a release
+// may have come unheard by it since its refusal: unless the subscription
+// was live before the refusal and still is, with nothing heard in between.
+// It forgets the refusal. Callers hold n.mu.
+func (st *channelState) missed(id string) bool {
+	h, ok := st.refusals[id]
+	named, was := st.named[id]
+	delete(st.refusals, id)
+	delete(st.named, id)
+	return !ok || h.events != st.events || (was && named > h.msgs) || !st.live()
+}
+
+// name notes a message naming the waiter with lock id id. Callers hold
+// n.mu.
+func (st *channelState) name(id string) {
+	if id == "" {
+		return
+	}
+	if len(st.named) >= maxNamedIDs {
+		clear(st.named)
+		st.events++
+	}
+	if st.named == nil {
+		st.named = make(map[string]uint64)
+	}
+	st.named[id] = st.msgs
 }
 
 // alarm runs a function at a set time unless stopped or set again first.
@@ -222,6 +273,9 @@ func (n *notifier) subscribe(ctx context.Context, channel string) (*waiter, func
 	id, _ := dlock.WaitingLockID(ctx)
 	w := &waiter{ch: make(chan struct{}, 1), id: id}
 	st.waiters = append(st.waiters, w)
+	if st.missed(id) {
+		w.signal() // it looks again at once
+	}
 	if !st.subscribed {
 		if st.pending == 0 {
 			st.ready = make(chan struct{})
@@ -261,6 +315,7 @@ func (n *notifier) unsubscribe(channel string, w *waiter) {
 		return
 	}
 	st.waiters = slices.DeleteFunc(st.waiters, func(x *waiter) bool { return x == w })
+	delete(st.refusals, w.id)
 	if st.baton == w {
 		// It leaves with the turn it was given, used or not: pass it on.
 		// If it was granted, the next one finds the key held and waits.
@@ -271,6 +326,7 @@ func (n *notifier) unsubscribe(channel string, w *waiter) {
 	}
 	if len(st.waiters) == 0 && st.subscribed {
 		st.subscribed = false
+		st.events++
 		if !n.closed {
 			n.queue(wireOp{channel: channel})
 		}
@@ -344,6 +400,7 @@ func (n *notifier) confirmed(channel string) {
 			close(st.ready)
 		}
 	} else {
+		st.events++
 		st.wakeAll()
 	}
 	n.gc(channel, st)
@@ -356,6 +413,7 @@ func (n *notifier) lost() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for channel, st := range n.chans {
+		st.events++
 		if st.pending > 0 {
 			st.pending = 0
 			if st.subscribed {
@@ -390,6 +448,7 @@ func (n *notifier) wake(channel, payload string) {
 	if st == nil {
 		return
 	}
+	st.msgs++
 	st.fallback.stop()
 	st.watch.stop()
 	switch {
@@ -398,11 +457,14 @@ func (n *notifier) wake(channel, payload string) {
 		// id:ttl:next
 		_, rest, _ := strings.Cut(payload[len(grantMsg):], ":")
 		ttl, next, _ := strings.Cut(rest, ":")
+		st.name(next)
 		n.watchLease(channel, st, next, ttl)
 	case strings.HasPrefix(payload, nextMsg):
 		next, pttl, _ := strings.Cut(payload[len(nextMsg):], ":")
+		st.name(next)
 		n.watchLease(channel, st, next, pttl)
 	case payload != "":
+		st.name(payload)
 		for _, w := range st.waiters {
 			if w.id == payload {
 				w.signal()
@@ -411,8 +473,10 @@ func (n *notifier) wake(channel, payload string) {
 		}
 		n.armFallback(channel, st, n.grace+n.grace/10)
 	case n.fifo:
+		st.events++
 		st.wakeAll()
 	default:
+		st.events++
 		st.wakeOne()
 	}
 }
@@ -454,6 +518,24 @@ func leaseEnd(ms string) time.Duration {
 	return ttl + ttl/100 + 2*time.Millisecond
 }
 
+// refused notes, for subscribe, that the waiting lock id was refused on
+// channel after this process had heard h (taken before the attempt was
+// sent, so that a message about a release after the refusal cannot slip
+// in before the note): if the subscription was live then, and nothing is
+// heard before the waiter subscribes, it missed nothing.
+func (n *notifier) refused(channel, id string, h heard) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := n.chans[channel]
+	if st == nil || !h.live {
+		return
+	}
+	if st.refusals == nil {
+		st.refusals = make(map[string]heard)
+	}
+	st.refusals[id] = h
+}
+
 // watchExpiry is for a waiter without FIFO told that the key is held until
 // at. A holder that dies publishes nothing, so someone must look then, but
 // one waiter of this process is enough: the one whose turn it is is woken
@@ -470,21 +552,27 @@ func (n *notifier) watchExpiry(channel string, at time.Time) {
 	n.set(&st.watch, channel, st, at, st.wakeOne)
 }
 
-// grantSeq returns how many grants have been announced on channel, for
-// expectGrant.
-func (n *notifier) grantSeq(channel string) uint64 {
+// heard is what this process had heard on a channel before a waiter's
+// attempt: the grants announced (for expectGrant), the events (for
+// refused), and whether the subscription was live.
+type heard struct {
+	grants, events, msgs uint64
+	live                 bool
+}
+
+func (n *notifier) heard(channel string) heard {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if st := n.chans[channel]; st != nil {
-		return st.grants
+		return heard{grants: st.grants, events: st.events, msgs: st.msgs, live: st.live()}
 	}
-	return 0
+	return heard{}
 }
 
 // expectGrant is for a FIFO waiter told that the key is free but promised
 // to a head that has until d from now to take it: everyone here is woken
 // then unless a grant is announced first. A grant announced since seq
-// (from grantSeq before the waiter asked) may be the head's, arriving
+// (from heard before the waiter asked) may be the head's, arriving
 // before the reply: then nothing is armed, and if it was an earlier grant,
 // the release that freed the key since has armed its own fallback.
 func (n *notifier) expectGrant(channel string, seq uint64, d time.Duration) {

@@ -117,14 +117,14 @@ func TestWakeFIFOFallback(t *testing.T) {
 func TestExpectGrant(t *testing.T) {
 	n, _ := newTestNotifier(true, 1) // the grace is an hour
 	st := n.chans["c"]
-	seq := n.grantSeq("c")
+	seq := n.heard("c").grants
 	n.wake("c", "+id0:1000:")
 	leaseEnd := st.fallback.at // the lease's own, a grace after it ends
 	n.expectGrant("c", seq, time.Hour)
 	if !st.fallback.at.Equal(leaseEnd) {
 		t.Error("fallback armed although a grant was announced since the waiter asked")
 	}
-	n.expectGrant("c", n.grantSeq("c"), time.Hour)
+	n.expectGrant("c", n.heard("c").grants, time.Hour)
 	if !st.fallback.at.Before(leaseEnd) {
 		t.Error("no fallback armed for a waiter behind a head")
 	}
@@ -225,4 +225,89 @@ func TestWatchExpiryWakesOne(t *testing.T) {
 	}
 	wantWoken(t, ws, "the lease's end")       // nobody else
 	n.watchExpiry("nobody-waits", time.Now()) // no channel state: nothing to do, no panic
+}
+
+// A waiter subscribes after its refusal. It looks again at once unless
+// the subscription was live from before the refusal until it subscribed
+// and nothing was heard on the channel in between: a message, a lost
+// connection or an UNSUBSCRIBE.
+func TestMissedSinceRefusal(t *testing.T) {
+	n, ws := newTestNotifier(false, 1)
+	st := n.chans["c"]
+	refuse := func(id string) {
+		n.refused("c", id, n.heard("c")) // heard as before sending
+	}
+
+	if !st.missed("never-refused") {
+		t.Error("a waiter with no refusal noted: not told to look again")
+	}
+	refuse("quiet")
+	if st.missed("quiet") {
+		t.Error("nothing heard since the refusal on a live subscription: told to look again")
+	}
+	if !st.missed("quiet") {
+		t.Error("a refusal counted for a second subscription")
+	}
+
+	refuse("message")
+	n.wake("c", "")
+	wantWoken(t, ws, "the release", 0) // the registered waiter, as usual
+	if !st.missed("message") {
+		t.Error("a message came between refusal and subscription: not told to look again")
+	}
+
+	// With FIFO a message naming a waiter concerns that one alone.
+	n.fifo = true
+	refuse("head")
+	refuse("other")
+	n.wake("c", "head") // a release: head is first in line
+	wantWoken(t, ws, "a release naming a head that does not wait here")
+	if !st.missed("head") {
+		t.Error("named head by a release between refusal and subscription: not told to look again")
+	}
+	if st.missed("other") {
+		t.Error("a release named another waiter: told to look again")
+	}
+	refuse("next")
+	n.wake("c", "+someone:1000:next") // a grant naming the next in line
+	if !st.missed("next") {
+		t.Error("named next in line between refusal and subscription: not told to look again")
+	}
+	refuse("watcher")
+	n.wake("c", ">watcher:500") // the first in line found the key held
+	if !st.missed("watcher") {
+		t.Error("named by the first in line's look: not told to look again")
+	}
+	refuse("all")
+	n.wake("c", "") // a break or cleanup: every waiter looks
+	woken(ws)
+	if !st.missed("all") {
+		t.Error("a message for every waiter came: not told to look again")
+	}
+	n.fifo = false
+
+	refuse("lost")
+	n.lost()
+	woken(ws)
+	if !st.missed("lost") {
+		t.Error("the connection was lost between refusal and subscription: not told to look again")
+	}
+	st.pending = 0 // resubscribed
+
+	st.pending = 1 // a SUBSCRIBE not yet confirmed
+	refuse("pending")
+	st.pending = 0
+	if !st.missed("pending") {
+		t.Error("refused before the subscription was live: not told to look again")
+	}
+
+	refuse("left")
+	n.unsubscribe("c", ws[0]) // the last waiter leaves: UNSUBSCRIBE
+	if _, ok := st.refusals[ws[0].id]; ok {
+		t.Error("a waiter that left keeps its refusal")
+	}
+	st.subscribed = true // another waiter subscribes again, confirmed
+	if !st.missed("left") {
+		t.Error("the subscription lapsed between refusal and subscription: not told to look again")
+	}
 }

@@ -215,15 +215,18 @@ func (b *Backend) Prefix() string { return b.prefix }
 // queue until it is granted or its context ends.
 func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
 	n := b.names(req.Key)
+	wait := waiting(ctx, req.LockID)
+	var before heard // what this process had heard before this attempt
+	if wait {
+		before = b.notify.heard(n.channel)
+	}
 	mode := 0
 	var ticket *ticket
-	var grants uint64 // announced before this attempt; see expectGrant
 	if b.fifo {
 		mode = 1
-		if waiting(ctx, req.LockID) {
+		if wait {
 			mode = 2
 			ticket = b.queue.hold(ctx, b, req)
-			grants = b.notify.grantSeq(n.channel)
 		}
 	}
 	args := []any{req.Token, req.TTL.Milliseconds(), metaBlob(req, time.Now())}
@@ -247,6 +250,9 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	r, err := b.script(ctx, scriptCall{acquireScript, n.acquireKeys(req.LockID, b.fifo), args}, late)
 	if err != nil {
 		return dlock.Record{}, false, b.fail(ctx, "acquire", req.Key, err)
+	}
+	if wait && r.state != stateNumber {
+		b.notify.refused(n.channel, req.LockID, before)
 	}
 	switch r.state {
 	case stateNumber: // granted: the fence
@@ -277,7 +283,7 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 			Owner:     dlock.Owner{Label: "next in the FIFO queue"},
 		}
 		if ticket != nil {
-			b.notify.expectGrant(n.channel, grants, until+b.grace/10)
+			b.notify.expectGrant(n.channel, before.grants, until+b.grace/10)
 			place, _ := asInt(r.at(3))
 			rec.NextLook = rec.ExpiresAt.Add(nextLook(place, req.TTL))
 		}
@@ -315,7 +321,7 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		if err != nil {
 			return dlock.Record{}, false, fmt.Errorf("redislock: acquire %q: %w", req.Key, err)
 		}
-		if !b.fifo && !rec.ExpiresAt.IsZero() && waiting(ctx, req.LockID) {
+		if !b.fifo && !rec.ExpiresAt.IsZero() && wait {
 			// When the lease ends one waiter of this process looks, the
 			// one whose turn it is; the others a lease of their own TTL
 			// later, if nothing woke them first.

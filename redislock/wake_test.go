@@ -295,16 +295,20 @@ func TestFIFONoLooksWhileHeld(t *testing.T) {
 	if looks := len(watched[0].denied) + len(watched[1].denied); looks != 0 {
 		t.Errorf("waiters looked at the held key %d times, want 0", looks)
 	}
-	// The first release, the late arrival's one attempt, and for each
-	// waiter its grant and its release.
-	if calls, want := scriptCalls(commandCalls(t, stats))-before, 2+2*(waiters+1); calls != want {
-		t.Errorf("%d script calls from the first release on, want %d", calls, want)
+	// The first release, the late arrival's attempt, and for each waiter
+	// its grant and its release. The late arrival subscribes after its
+	// refusal, to a live subscription, and looks again at once only if its
+	// process heard something meanwhile (here maybe the first release).
+	calls, want := scriptCalls(commandCalls(t, stats))-before, 2+2*(waiters+1)
+	t.Logf("%d script calls from the first release on", calls)
+	if calls != want && calls != want+1 {
+		t.Errorf("%d script calls from the first release on, want %d (or %d)", calls, want, want+1)
 	}
 }
 
 // startFIFOWaiter starts a waiting Acquire of key through d and returns
-// once its first attempt was refused, so that waiters started one after
-// another queue in that order.
+// once it was refused while waiting (subscribed), so that waiters started
+// one after another queue in that order.
 func startFIFOWaiter(t *testing.T, ctx context.Context, d *denials, key string, i int, opts ...dlock.Option) <-chan grant {
 	t.Helper()
 	done := make(chan grant, 1)

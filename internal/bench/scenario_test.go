@@ -67,7 +67,8 @@ func TestSerialFailsWhenKeyIsHeld(t *testing.T) {
 }
 
 func TestContendedExcludesAndCounts(t *testing.T) {
-	res, err := Run(t.Context(), Contended, Dlock("dlock", memlock.New()), Config{Ops: 200, Workers: 4, Hold: -1, Prefix: prefix(t)})
+	// Each grant is held 2ms, so the other workers find the key held.
+	res, err := Run(t.Context(), Contended, Dlock("dlock", memlock.New()), Config{Ops: 200, Workers: 4, Hold: 2 * time.Millisecond, Prefix: prefix(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,12 +82,13 @@ func TestContendedExcludesAndCounts(t *testing.T) {
 		t.Errorf("grants min %d max %d fairness %v are inconsistent", res.MinGrants, res.MaxGrants, res.Fairness)
 	}
 	// Every grant is one successful Acquire and one Release; failed
-	// attempts add more. Each Lock call subscribes once.
+	// attempts add more. A Lock call subscribes once if it finds the key
+	// held, else not at all.
 	if got := res.PerOp[CounterStoreOps]; got < 2 {
 		t.Errorf("store ops per grant = %v, want >= 2", got)
 	}
-	if got := res.PerOp[CounterSubscribes]; got != 1 {
-		t.Errorf("subscribes per grant = %v, want 1", got)
+	if got := res.PerOp[CounterSubscribes]; got <= 0 || got > 1 {
+		t.Errorf("subscribes per grant = %v, want in (0, 1]", got)
 	}
 }
 
