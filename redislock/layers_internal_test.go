@@ -117,6 +117,7 @@ func TestPairLayers(t *testing.T) {
 //	scripts  dlock's acquire and release scripts, with the arguments the
 //	         backend sends (fence, metadata, void mark, wake-up)
 //	backend  Backend.Acquire and Release
+//	acquire  dlock.Client's Acquire (which would wait) and Lock.Release
 //	client   dlock.Client's TryAcquire and Lock.Release
 //
 // Each iteration is one pair of every layer; the layers take turns in
