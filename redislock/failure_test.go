@@ -364,3 +364,35 @@ func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestAcquireAfterClose: a closed backend has no pub/sub connection, so an
+// Acquire that would have to wait fails with ErrUnavailable at once; one
+// that finds its key free is granted, as a TryAcquire would be.
+func TestAcquireAfterClose(t *testing.T) {
+	srv := startRedis(t)
+	rdb := newClient(t, srv.Addr)
+	prefix := redislock.WithPrefix(uniquePrefix())
+	holder := dlock.New(newBackend(t, rdb, prefix))
+	closed := newBackend(t, rdb, prefix)
+	if err := closed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c := dlock.New(closed)
+	ctx := t.Context()
+
+	held, err := holder.TryAcquire(ctx, "held", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release(ctx)
+	if _, err := c.Acquire(ctx, "held", dlock.WithMaxWait(time.Minute)); !errors.Is(err, dlock.ErrUnavailable) {
+		t.Errorf("Acquire of a held key after Close: %v, want ErrUnavailable", err)
+	}
+	l, err := c.Acquire(ctx, "free", dlock.WithMaxWait(time.Minute))
+	if err != nil {
+		t.Fatalf("Acquire of a free key after Close: %v", err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Error(err)
+	}
+}

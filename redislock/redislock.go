@@ -197,8 +197,9 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Backend, error) {
 
 // Close stops the backend's pub/sub connection and drops the FIFO tickets
 // of its waiters. Waiting Acquires that started before Close wake at their
-// holder's expiry; new ones fail with an error wrapping
-// [dlock.ErrUnavailable]. The go-redis client stays open.
+// holder's expiry; new ones that find the key held fail with an error
+// wrapping [dlock.ErrUnavailable] (one that finds it free is granted, as a
+// TryAcquire would be). The go-redis client stays open.
 func (b *Backend) Close() error {
 	b.queue.close()
 	return b.notify.close()
