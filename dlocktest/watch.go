@@ -12,7 +12,7 @@ import (
 // releases or cancels, instead of sleeping and hoping.
 type denialWatcher struct {
 	dlock.Backend
-	denied chan struct{}
+	report func(lockID string) // must not block
 
 	// With a Notifier, a waiter waits only once it has subscribed, which
 	// the core does after the first refusal: a subscription with no
@@ -26,16 +26,9 @@ type denialWatcher struct {
 func (w *denialWatcher) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
 	rec, granted, err := w.Backend.Acquire(ctx, req)
 	if err == nil && !granted && w.waiting(req.LockID) {
-		w.report()
+		w.report(req.LockID)
 	}
 	return rec, granted, err
-}
-
-func (w *denialWatcher) report() {
-	select {
-	case w.denied <- struct{}{}:
-	default:
-	}
 }
 
 func (w *denialWatcher) waiting(id string) bool {
@@ -62,10 +55,22 @@ func (n *notifyingDenialWatcher) Subscribe(ctx context.Context, key string) (<-c
 		n.subscribed[id] = true
 		n.mu.Unlock()
 		if len(ch) == 0 {
-			n.report()
+			n.report(id)
 		}
 	}
 	return ch, cancel, err
+}
+
+// watch wraps b, calling report (which must not block) as WatchDenials
+// describes.
+func watch(b dlock.Backend, report func(lockID string)) dlock.Backend {
+	w := &denialWatcher{Backend: b, report: report}
+	if n, ok := b.(dlock.Notifier); ok {
+		w.notifier = true
+		w.subscribed = map[string]bool{}
+		return &notifyingDenialWatcher{denialWatcher: w, Notifier: n}
+	}
+	return w
 }
 
 // WatchDenials wraps b for a test that must know a waiter is really
@@ -76,11 +81,24 @@ func (n *notifyingDenialWatcher) Subscribe(ctx context.Context, key string) (<-c
 // refusal from then on. A Notifier stays one, so waiters are woken as they
 // would be without the wrapper.
 func WatchDenials(b dlock.Backend) (dlock.Backend, <-chan struct{}) {
-	w := &denialWatcher{Backend: b, denied: make(chan struct{}, 1)}
-	if n, ok := b.(dlock.Notifier); ok {
-		w.notifier = true
-		w.subscribed = map[string]bool{}
-		return &notifyingDenialWatcher{denialWatcher: w, Notifier: n}, w.denied
-	}
-	return w, w.denied
+	denied := make(chan struct{}, 1)
+	return watch(b, func(string) {
+		select {
+		case denied <- struct{}{}:
+		default:
+		}
+	}), denied
+}
+
+// WatchWaits is WatchDenials for a test that also counts looks: the
+// channel receives the lock id of each report and holds up to n of them
+// (reports beyond that are dropped).
+func WatchWaits(b dlock.Backend, n int) (dlock.Backend, <-chan string) {
+	waits := make(chan string, n)
+	return watch(b, func(id string) {
+		select {
+		case waits <- id:
+		default:
+		}
+	}), waits
 }

@@ -6,12 +6,12 @@ import (
 	"encoding/hex"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/dlocktest"
 	"github.com/dlock-dev/dlock/internal/testserver"
 	"github.com/dlock-dev/dlock/redislock"
 )
@@ -104,53 +104,18 @@ func pubsubConns(t testing.TB, rdb *redis.Client) int {
 	return n
 }
 
-// denials wraps a backend and reports when a waiter waits, so a test
-// knows without sleeping, and counts its looks: the core subscribes after
-// the first refusal; a subscription with no wake-up pending is reported
-// (the waiter now waits), and so is each refusal after it (with a wake-up
-// pending, the waiter looks again at once). The embedded *Backend keeps
-// the Notifier visible to the core.
+// denials is a backend that reports when a waiter waits and counts its
+// looks (see dlocktest.WatchWaits), so a test knows without sleeping. It is
+// a Notifier, so waiters are woken as without it.
 type denials struct {
-	*redislock.Backend
-	denied chan string // lock id of the refused request
-
-	mu         sync.Mutex
-	subscribed map[string]bool // lock ids of waits that subscribed
+	dlock.Backend
+	dlock.Notifier
+	denied <-chan string // lock id of each report
 }
 
 func watchDenials(b *redislock.Backend) *denials {
-	return &denials{Backend: b, denied: make(chan string, 1024), subscribed: map[string]bool{}}
-}
-
-func (d *denials) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
-	ch, cancel, err := d.Backend.Subscribe(ctx, key)
-	if id, ok := dlock.WaitingLockID(ctx); ok && err == nil {
-		d.mu.Lock()
-		d.subscribed[id] = true
-		d.mu.Unlock()
-		if len(ch) == 0 {
-			d.report(id)
-		}
-	}
-	return ch, cancel, err
-}
-
-func (d *denials) report(id string) {
-	select {
-	case d.denied <- id:
-	default:
-	}
-}
-
-func (d *denials) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
-	rec, granted, err := d.Backend.Acquire(ctx, req)
-	d.mu.Lock()
-	waiting := d.subscribed[req.LockID]
-	d.mu.Unlock()
-	if err == nil && !granted && waiting {
-		d.report(req.LockID)
-	}
-	return rec, granted, err
+	w, denied := dlocktest.WatchWaits(b, 1024)
+	return &denials{Backend: w, Notifier: w.(dlock.Notifier), denied: denied}
 }
 
 // startRedis starts a server for one test.
