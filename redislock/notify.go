@@ -637,7 +637,11 @@ func (n *notifier) close() error {
 
 // Subscribe implements [dlock.Notifier]. All of a Backend's waiters share
 // one pub/sub connection, opened on first use and closed by
-// [Backend.Close].
+// [Backend.Close]. The core subscribes after a waiter's first refusal; the
+// channel starts with a value (the waiter looks again at once) unless this
+// process's subscription to the key was live from before that attempt and
+// heard nothing since that may concern this waiter (see
+// channelState.missed): a waiter joining others costs no extra look.
 func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
 	n := b.names(key)
 	w, cancel, err := b.notify.subscribe(ctx, n.channel)
