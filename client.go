@@ -114,6 +114,9 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 			// us at once if a release may have come since the refusal.
 			ch, cancel, err := notifier.Subscribe(waitCtx, key)
 			if err != nil {
+				// The refused attempt may have left something behind (a
+				// FIFO ticket): give it back, as after a failed attempt.
+				c.abandon(ctx, key, token)
 				return nil, c.acquireError(key, &rec, err)
 			}
 			defer cancel()
