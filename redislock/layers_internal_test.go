@@ -75,6 +75,16 @@ func pairLayers(rdb redis.UniversalClient, b *Backend) []layer {
 			}
 			return l.Release(ctx)
 		}},
+		{"refresh", func(ctx context.Context) error { // with the watchdog
+			l, err := c.Acquire(ctx, "layers/refresh", dlock.WithAutoRefresh(true))
+			if err != nil {
+				return err
+			}
+			return l.Release(ctx)
+		}},
+		{"do", func(ctx context.Context) error {
+			return c.Do(ctx, "layers/do", func(context.Context) error { return nil })
+		}},
 		{"client", func(ctx context.Context) error {
 			l, err := c.TryAcquire(ctx, "layers/client")
 			if err != nil {
@@ -87,8 +97,9 @@ func pairLayers(rdb redis.UniversalClient, b *Backend) []layer {
 
 // TestPairLayers keeps BenchmarkLayers honest: on a real server every
 // layer takes its key and gives it back, so the same layer can take it
-// again at once (a layer whose release left the key held would fail its
-// second acquire: SET NX answers nil, and the backend and client refuse).
+// again at once. A layer whose release left the key held would fail its
+// second acquire: SET NX answers nil, the backend and TryAcquire refuse,
+// and a waiting Acquire runs out of its 5s, well short of the lease.
 func TestPairLayers(t *testing.T) {
 	srv := testserver.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
@@ -100,9 +111,11 @@ func TestPairLayers(t *testing.T) {
 	t.Cleanup(func() { _ = be.Close() })
 	for _, l := range pairLayers(rdb, be) {
 		for i := range 2 {
-			if err := l.pair(t.Context()); err != nil {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			if err := l.pair(ctx); err != nil {
 				t.Errorf("%s, pair %d: %v", l.name, i+1, err)
 			}
+			cancel()
 		}
 	}
 }
@@ -118,6 +131,8 @@ func TestPairLayers(t *testing.T) {
 //	         backend sends (fence, metadata, void mark, wake-up)
 //	backend  Backend.Acquire and Release
 //	acquire  dlock.Client's Acquire (which would wait) and Lock.Release
+//	refresh  the same with WithAutoRefresh(true): the watchdog's cost
+//	do       dlock.Client.Do with a function that returns at once
 //	client   dlock.Client's TryAcquire and Lock.Release
 //
 // Each iteration is one pair of every layer; the layers take turns in
