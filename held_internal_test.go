@@ -25,12 +25,12 @@ func TestHeldLocksTimerPolicy(t *testing.T) {
 	at := func(d time.Duration) time.Time { return now.Add(d) }
 
 	first := heldLock(c, "first", at(time.Hour))
-	h.add(first, first.validUntil)
+	h.add(first)
 	if !h.armed.Equal(at(time.Hour)) {
 		t.Fatalf("armed %v after the first lock, want its validity", h.armed.Sub(now))
 	}
 	later := heldLock(c, "later", at(2*time.Hour))
-	h.add(later, later.validUntil)
+	h.add(later)
 	if !h.armed.Equal(at(time.Hour)) {
 		t.Errorf("armed %v after a later lock, want unchanged (1h)", h.armed.Sub(now))
 	}
@@ -39,7 +39,7 @@ func TestHeldLocksTimerPolicy(t *testing.T) {
 		t.Errorf("armed %v after the earliest lock left, want unchanged (1h)", h.armed.Sub(now))
 	}
 	sooner := heldLock(c, "sooner", at(30*time.Minute))
-	h.add(sooner, sooner.validUntil)
+	h.add(sooner)
 	if !h.armed.Equal(at(30 * time.Minute)) {
 		t.Errorf("armed %v after a sooner lock, want 30m", h.armed.Sub(now))
 	}
@@ -65,7 +65,7 @@ func TestHeldLocksFire(t *testing.T) {
 	refreshed := heldLock(c, "refreshed", now.Add(time.Hour))
 	waiting := heldLock(c, "waiting", now.Add(2*time.Hour))
 	for _, l := range []*Lock{expired, refreshed, waiting} {
-		h.add(l, l.validUntil)
+		h.add(l)
 	}
 	defer h.timer.Stop()
 
@@ -103,5 +103,83 @@ func TestHeldLocksFire(t *testing.T) {
 	}
 	if !h.armed.Equal(waiting.due) {
 		t.Errorf("armed for %v, want the earliest left (%v)", h.armed.Sub(now), waiting.due.Sub(now))
+	}
+}
+
+// grantAll grants every acquire, and counts and reports refreshes.
+type grantAll struct {
+	refreshed chan struct{}
+}
+
+func (b *grantAll) Acquire(_ context.Context, req AcquireRequest) (Record, bool, error) {
+	return Record{Key: req.Key, LockID: req.LockID, Fence: 1}, true, nil
+}
+
+func (b *grantAll) Refresh(_ context.Context, key, _ string, _ time.Duration) (Record, error) {
+	select {
+	case b.refreshed <- struct{}{}:
+	default:
+	}
+	return Record{Key: key, Fence: 1}, nil
+}
+
+func (b *grantAll) Release(context.Context, string, string) error { return nil }
+
+func (b *grantAll) Inspect(context.Context, string) (Record, bool, error) {
+	return Record{}, false, nil
+}
+
+// watchdogStarted reports whether l's watchdog was started.
+func watchdogStarted(l *Lock) bool {
+	h := &l.client.held
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return l.dogCancel != nil
+}
+
+// TestWatchdogStartsWhenDue: a lock with auto-refresh gets its watchdog
+// goroutine only when its first refresh is due, so a short hold costs
+// none; once due, the watchdog refreshes it past its TTL.
+func TestWatchdogStartsWhenDue(t *testing.T) {
+	b := &grantAll{refreshed: make(chan struct{}, 16)}
+	c := New(b)
+	ctx := t.Context()
+
+	short, err := c.TryAcquire(ctx, "short", WithAutoRefresh(true), WithTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := short.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if watchdogStarted(short) {
+		t.Error("a lock released long before its first refresh started a watchdog")
+	}
+
+	const ttl = 200 * time.Millisecond
+	long, err := c.TryAcquire(ctx, "long", WithAutoRefresh(true), WithTTL(ttl), WithRefreshInterval(ttl/4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 { // 8 refreshes: 400ms, twice the TTL
+		select {
+		case <-b.refreshed:
+		case <-time.After(10 * time.Second): // bounds a broken watchdog; not a timing claim
+			t.Fatalf("refresh %d never came", i+1)
+		}
+	}
+	if !watchdogStarted(long) {
+		t.Error("refreshed without a watchdog")
+	}
+	if err := long.Err(); err != nil {
+		t.Errorf("lock refreshed past its TTL: Err = %v, want held", err)
+	}
+	if err := long.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-long.dogDone:
+	default:
+		t.Error("Release returned before the watchdog stopped")
 	}
 }

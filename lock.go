@@ -21,7 +21,9 @@ type Lock struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	// The watchdog runs on dogCtx; stopWatchdog cancels it and waits.
+	// The watchdog runs on dogCtx; stopWatchdog cancels it and waits. It
+	// starts (under the client's heldLocks) only when the first refresh is
+	// due, so a short hold costs no goroutine.
 	dogCancel context.CancelFunc
 	dogDone   chan struct{}
 
@@ -29,11 +31,15 @@ type Lock struct {
 	rec        Record
 	validUntil time.Time // monotonic: sent + ttl - drift
 
-	// Guarded by the client's heldLocks: the validity the lock is filed
-	// under (validUntil when filed; a refresh moves it on when it comes
-	// due) and its slot there (-1 once out).
-	due  time.Time
-	slot int
+	// Guarded by the client's heldLocks: when the lock is next due there
+	// (the earliest of its validity when filed, dogAt and holdUntil; a
+	// refresh moves the validity on when it comes due), its slot there (-1
+	// once out), when its watchdog is to start (zero: not to, or started)
+	// and when its maximum hold time passes (zero: no bound).
+	due       time.Time
+	slot      int
+	dogAt     time.Time
+	holdUntil time.Time
 }
 
 // drift is the margin taken off each lease for clock rate differences
@@ -45,14 +51,22 @@ func (c *Client) newLock(rec Record, token string, sent time.Time, o options) *L
 	l := &Lock{client: c, key: rec.Key, token: token, lockID: rec.LockID, fence: rec.Fence, opts: o, rec: rec, slot: -1}
 	l.ctx, l.cancel = context.WithCancelCause(context.Background())
 	l.validUntil = sent.Add(o.ttl - drift(o.ttl))
-	c.held.add(l, l.validUntil) // may fire the lost signal at once
 	if o.autoRefresh {
-		var dogCtx context.Context
-		dogCtx, l.dogCancel = context.WithCancel(l.ctx)
-		l.dogDone = make(chan struct{})
-		go l.watchdog(dogCtx)
+		l.dogAt = sent.Add(refreshInterval(o))
+		if o.maxHold > 0 {
+			l.holdUntil = sent.Add(o.maxHold)
+		}
 	}
+	c.held.add(l) // may fire the lost signal at once
 	return l
+}
+
+// refreshInterval is how often the watchdog refreshes a lock taken with o.
+func refreshInterval(o options) time.Duration {
+	if o.refreshEvery <= 0 || o.refreshEvery >= o.ttl {
+		return o.ttl / 3
+	}
+	return o.refreshEvery
 }
 
 // Key returns the locked key.
@@ -208,6 +222,7 @@ func (l *Lock) Release(ctx context.Context) error {
 	if l == nil {
 		return fmt.Errorf("dlock: release: %w", ErrNotHeld)
 	}
+	l.client.held.remove(l) // no watchdog starts from here on
 	l.stopWatchdog()
 	prior := l.Err()
 	l.lost(ErrReleased) // no-op if already done
@@ -233,32 +248,29 @@ func (l *Lock) stopWatchdog() {
 	<-l.dogDone
 }
 
-// watchdog refreshes the lock until it is released or lost, or the maximum
-// hold time passes. A failed refresh is retried sooner; if the store stays
-// unreachable the validity timer fires the lost signal.
+// startWatchdog starts the watchdog. The client's heldLocks calls it,
+// under its lock, when the first refresh is due.
+func (l *Lock) startWatchdog() {
+	var ctx context.Context
+	ctx, l.dogCancel = context.WithCancel(l.ctx)
+	l.dogDone = make(chan struct{})
+	go l.watchdog(ctx)
+}
+
+// watchdog refreshes the lock at once and then every refresh interval
+// until it is released or lost. A failed refresh is retried sooner; if the
+// store stays unreachable the validity timer fires the lost signal. (The
+// maximum hold time is the client's heldLocks' to enforce.)
 func (l *Lock) watchdog(ctx context.Context) {
 	defer close(l.dogDone)
-	every := l.opts.refreshEvery
-	if every <= 0 || every >= l.opts.ttl {
-		every = l.opts.ttl / 3
-	}
-	var maxHold <-chan time.Time
-	if l.opts.maxHold > 0 {
-		t := time.NewTimer(l.opts.maxHold)
-		defer t.Stop()
-		maxHold = t.C
-	}
-	tick := time.NewTimer(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-maxHold:
-			l.lost(ErrMaxHold)
-			return
-		case <-tick.C:
+	every := refreshInterval(l.opts)
+	var tick *time.Timer
+	defer func() {
+		if tick != nil {
+			tick.Stop()
 		}
+	}()
+	for ctx.Err() == nil {
 		refreshCtx, cancel := context.WithDeadline(ctx, l.ValidUntil())
 		err := l.Refresh(refreshCtx)
 		cancel()
@@ -266,6 +278,14 @@ func (l *Lock) watchdog(ctx context.Context) {
 		if err != nil {
 			next = max(every/4, time.Millisecond)
 		}
-		tick.Reset(next)
+		if tick == nil {
+			tick = time.NewTimer(next)
+		} else {
+			tick.Reset(next)
+		}
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		}
 	}
 }
