@@ -49,16 +49,17 @@ func pairLayers(rdb redis.UniversalClient, b *Backend) []layer {
 		}},
 		{"minimal", func(ctx context.Context) error {
 			if err := minimalAcquire.Run(ctx, rdb, []string{"layers/minimal"}, req.Token, ttl).Err(); err != nil {
-				return err
+				return err // redis.Nil if the key was held
 			}
-			return minimalRelease.Run(ctx, rdb, []string{"layers/minimal"}, req.Token).Err()
+			return released(minimalRelease.Run(ctx, rdb, []string{"layers/minimal"}, req.Token).Int())
 		}},
 		{"scripts", func(ctx context.Context) error { // dlock's, with what the backend sends
 			keys := n.acquireKeys(req.LockID, false)
-			if err := acquireScript.Run(ctx, rdb, keys, req.Token, ttl, metaBlob(req, time.Now())).Err(); err != nil {
+			// A grant is the fence, an integer; a refusal is an array.
+			if _, err := acquireScript.Run(ctx, rdb, keys, req.Token, ttl, metaBlob(req, time.Now())).Int(); err != nil {
 				return err
 			}
-			return releaseScript.Run(ctx, rdb, n.releaseKeys(req.LockID, false), req.Token, n.channel).Err()
+			return released(releaseScript.Run(ctx, rdb, n.releaseKeys(req.LockID, false), req.Token, n.channel).Int())
 		}},
 		{"backend", func(ctx context.Context) error {
 			if _, ok, err := b.Acquire(ctx, req); err != nil {
@@ -95,11 +96,20 @@ func pairLayers(rdb redis.UniversalClient, b *Backend) []layer {
 	}
 }
 
+// released checks a release script's reply: 1 when it deleted the key.
+func released(n int, err error) error {
+	if err == nil && n != 1 {
+		err = errors.New("release: the key was not held")
+	}
+	return err
+}
+
 // TestPairLayers keeps BenchmarkLayers honest: on a real server every
 // layer takes its key and gives it back, so the same layer can take it
 // again at once. A layer whose release left the key held would fail its
-// second acquire: SET NX answers nil, the backend and TryAcquire refuse,
-// and a waiting Acquire runs out of its 5s, well short of the lease.
+// second acquire: SET NX answers nil, the acquire script an array, the
+// backend and TryAcquire refuse, and a waiting Acquire runs out of its 5s,
+// well short of the lease; a release script that deleted nothing answers 0.
 func TestPairLayers(t *testing.T) {
 	srv := testserver.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
