@@ -3,6 +3,8 @@ package redislock
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,12 +106,13 @@ func released(n int, err error) error {
 	return err
 }
 
-// TestPairLayers keeps BenchmarkLayers honest: on a real server every
-// layer takes its key and gives it back, so the same layer can take it
-// again at once. A layer whose release left the key held would fail its
-// second acquire: SET NX answers nil, the acquire script an array, the
-// backend and TryAcquire refuse, and a waiting Acquire runs out of its 5s,
-// well short of the lease; a release script that deleted nothing answers 0.
+// TestPairLayers keeps BenchmarkLayers and BenchmarkServerWork honest: on
+// a real server every layer takes its key and gives it back, so the same
+// layer can take it again at once. A layer whose release left the key held
+// would fail its second acquire: SET NX answers nil, the acquire script an
+// array, a guarantee layer's script 0, the backend and TryAcquire refuse,
+// and a waiting Acquire runs out of its 5s, well short of the lease; a
+// release script that deleted nothing answers 0.
 func TestPairLayers(t *testing.T) {
 	srv := testserver.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
@@ -119,7 +122,7 @@ func TestPairLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = be.Close() })
-	for _, l := range pairLayers(rdb, be) {
+	for _, l := range append(pairLayers(rdb, be), guaranteeLayers(rdb, be)...) {
 		for i := range 2 {
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			if err := l.pair(ctx); err != nil {
@@ -242,5 +245,197 @@ func BenchmarkClientCPU(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkServerWork reports what the first three layers of
+// BenchmarkLayers (floor, minimal, scripts) cost redis-server itself, per
+// pair, from INFO, and what each of dlock's guarantees adds to a minimal
+// lock's scripts (guaranteeLayers):
+//
+//	cmd-µs/pair    time the server spent in the commands the client sent
+//	               (a script's includes everything it ran)
+//	calls/pair     commands the scripts ran (0 for the floor)
+//	cpu-µs/pair    the server's CPU time, with the system calls of its
+//	               network I/O (the same for any two round trips) and a
+//	               fiftieth of an INFO
+//
+// Unlike latency, these do not include the client's work or the wait for
+// the network; they tell what the scripts themselves cost the server. The
+// layers take turns in rounds of 50 pairs, with an INFO between turns.
+//
+//	go test -run '^$' -bench ServerWork -benchtime 20000x ./redislock/
+func BenchmarkServerWork(b *testing.B) {
+	srv := testserver.StartRedis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	b.Cleanup(func() { _ = rdb.Close() })
+	be, err := New(rdb, WithPrefix("layers:"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = be.Close() })
+	layers := append(pairLayers(rdb, be)[:3], guaranteeLayers(rdb, be)...)
+	ctx := context.Background()
+	for _, l := range layers {
+		if err := l.pair(ctx); err != nil { // load the scripts
+			b.Fatalf("%s: %v", l.name, err)
+		}
+	}
+	const round = 50
+	total := make([]serverWork, len(layers))
+	b.ResetTimer()
+	for done := 0; done < b.N; done += round {
+		n := min(round, b.N-done)
+		for i, l := range layers {
+			before := readServerStats(b, rdb)
+			for range n {
+				if err := l.pair(ctx); err != nil {
+					b.Fatalf("%s: %v", l.name, err)
+				}
+			}
+			total[i].add(readServerStats(b, rdb).since(before, l.name == "floor"))
+		}
+	}
+	b.StopTimer()
+	for i, l := range layers {
+		per := func(v float64) float64 { return v / float64(b.N) }
+		b.ReportMetric(per(total[i].cmdMicros), l.name+"-cmd-µs/pair")
+		b.ReportMetric(per(total[i].calls), l.name+"-calls/pair")
+		b.ReportMetric(per(total[i].cpuMicros), l.name+"-cpu-µs/pair")
+	}
+}
+
+// serverStats is what INFO says of the server's work: per command, the
+// calls and µs spent in it (commandstats), and its CPU time (cpu).
+type serverStats struct {
+	calls, micros map[string]float64
+	cpuMicros     float64
+}
+
+// serverWork is the work of one layer's turn (see BenchmarkServerWork).
+type serverWork struct{ cmdMicros, calls, cpuMicros float64 }
+
+func (w *serverWork) add(o serverWork) {
+	w.cmdMicros += o.cmdMicros
+	w.calls += o.calls
+	w.cpuMicros += o.cpuMicros
+}
+
+// since returns the work done between before and s: the time in the
+// commands a client sent, which are SET and DEL when plain, else the
+// scripts, and the calls the scripts made.
+func (s serverStats) since(before serverStats, plain bool) serverWork {
+	sent := map[string]bool{"evalsha": true, "eval": true}
+	if plain {
+		sent = map[string]bool{"set": true, "del": true}
+	}
+	w := serverWork{cpuMicros: s.cpuMicros - before.cpuMicros}
+	for name, us := range s.micros {
+		switch {
+		case sent[name]:
+			w.cmdMicros += us - before.micros[name]
+		case name != "info" && !plain:
+			w.calls += s.calls[name] - before.calls[name]
+		}
+	}
+	return w
+}
+
+func readServerStats(b *testing.B, rdb *redis.Client) serverStats {
+	info, err := rdb.Info(context.Background(), "commandstats", "cpu").Result()
+	if err != nil {
+		b.Fatalf("INFO: %v", err)
+	}
+	s := serverStats{calls: map[string]float64{}, micros: map[string]float64{}}
+	for line := range strings.Lines(info) {
+		name, value, _ := strings.Cut(strings.TrimSpace(line), ":")
+		switch name {
+		case "used_cpu_sys", "used_cpu_user":
+			sec, _ := strconv.ParseFloat(value, 64)
+			s.cpuMicros += sec * 1e6
+			continue
+		}
+		cmd, ok := strings.CutPrefix(name, "cmdstat_")
+		if !ok {
+			continue
+		}
+		for field := range strings.SplitSeq(value, ",") {
+			k, v, _ := strings.Cut(field, "=")
+			n, _ := strconv.ParseFloat(v, 64)
+			switch k {
+			case "calls":
+				s.calls[cmd] = n
+			case "usec":
+				s.micros[cmd] = n
+			}
+		}
+	}
+	return s
+}
+
+// The minimal scripts with dlock's guarantees added one at a time, each
+// layer with those before it: a fence (INCR), owner metadata beside the key
+// (SET with PX, deleted on release), the void mark's check, and the
+// release's wake-up (PUBLISH). The last is dlock's script work without its
+// replies' details and FIFO; the scripts layer adds those.
+var (
+	fencedAcquire = redis.NewScript(`
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+return redis.call('INCR', KEYS[2])
+`)
+	metaAcquire = redis.NewScript(`
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])
+return fence
+`)
+	voidAcquire = redis.NewScript(`
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('DEL', KEYS[1]) return 0 end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])
+return fence
+`)
+	metaRelease = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+`)
+	publishRelease = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('PUBLISH', ARGV[2], '')
+return 1
+`)
+)
+
+// guaranteeLayers returns a layer for each step of the scripts above, on
+// keys of their own, with the token, TTL and metadata the scripts layer
+// sends.
+func guaranteeLayers(rdb redis.UniversalClient, b *Backend) []layer {
+	req := dlock.AcquireRequest{Key: "layers/guarantees", Token: "layers-token-0123456789abcdefghijklmnopq",
+		TTL: 8 * time.Second, Owner: dlock.Owner{Host: "host.example", PID: 4242}}
+	req.LockID = dlock.LockID(req.Token)
+	n := b.names(req.Key)
+	ttl := req.TTL.Milliseconds()
+	granted := func(n int, err error) error {
+		if err == nil && n < 1 {
+			err = errors.New("acquire: not granted")
+		}
+		return err
+	}
+	step := func(name string, acquire, release *redis.Script, keys []string, args ...any) layer {
+		return layer{name, func(ctx context.Context) error {
+			if err := granted(acquire.Run(ctx, rdb, keys, req.Token, ttl, metaBlob(req, time.Now())).Int()); err != nil {
+				return err
+			}
+			return released(release.Run(ctx, rdb, []string{n.lock, n.meta}, append([]any{req.Token}, args...)...).Int())
+		}}
+	}
+	return []layer{
+		step("+fence", fencedAcquire, minimalRelease, []string{n.lock, n.fence}),
+		step("+meta", metaAcquire, metaRelease, []string{n.lock, n.fence, n.meta}),
+		step("+void", voidAcquire, metaRelease, []string{n.lock, n.fence, n.meta, n.void(req.LockID)}),
+		step("+publish", voidAcquire, publishRelease, []string{n.lock, n.fence, n.meta, n.void(req.LockID)}, n.channel),
 	}
 }
