@@ -273,7 +273,7 @@ func redisGroup(ctx context.Context, addr string, floorTime time.Duration, repor
 		return c
 	}
 	counted := func(s bench.Subject, rdb redis.UniversalClient) bench.Subject {
-		s.Counters = append(s.Counters, bench.RedisCommands(rdb), bench.RoundTrips(rdb))
+		s.Counters = append(s.Counters, bench.RedisCommands(rdb), bench.RedisCPU(rdb), bench.RoundTrips(rdb))
 		return s
 	}
 	dlockSubject := func(name string, opts ...redislock.Option) (bench.Subject, error) {

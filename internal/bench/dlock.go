@@ -34,12 +34,13 @@ func Dlock(name string, b dlock.Backend, opts ...dlock.Option) Subject {
 	}
 }
 
-// Names of the counters that [Dlock], [RedisCommands] and [RoundTrips]
-// provide.
+// Names of the counters that [Dlock], [RedisCommands], [RedisCPU] and
+// [RoundTrips] provide.
 const (
 	CounterStoreOps   = "store ops"
 	CounterSubscribes = "subscribes"
 	CounterRedisCmds  = "redis cmds"
+	CounterRedisCPU   = "redis cpu µs"
 	CounterRoundTrips = "round trips"
 )
 

@@ -8,8 +8,8 @@
 // A [Subject] is an implementation under test: it builds one [Locker] per
 // worker and may name [Counter]s of store operations. [Dlock] makes a
 // Subject of any dlock backend and counts its calls with [Count];
-// [RedisCommands] counts what a Redis server processed, for subjects that
-// are not dlock. [Run] runs a [Scenario] and returns a [Result];
+// [RedisCommands] and [RedisCPU] count what a Redis server processed and
+// the CPU it took, for subjects that are not dlock too. [Run] runs a [Scenario] and returns a [Result];
 // [FileFloor] and [RedisFloor] measure what the store costs without a lock
 // library; [WriteText] prints a [Report].
 //

@@ -2,7 +2,9 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -45,6 +47,45 @@ func RedisCommands(c redis.UniversalClient) Counter {
 		}
 		return parseCommandStats(info)
 	}}
+}
+
+// RedisCPU returns a Counter of the CPU time, in µs, that the Redis server
+// behind c has used (INFO cpu: used_cpu_user + used_cpu_sys): what a
+// subject's operations cost the server, with the system calls of its
+// network I/O. Like [RedisCommands] it is server-wide and for a single
+// server; it also holds the server's own housekeeping and the counters'
+// INFO reads, a few µs per read.
+func RedisCPU(c redis.UniversalClient) Counter {
+	return Counter{Name: CounterRedisCPU, Read: func(ctx context.Context) (uint64, error) {
+		info, err := c.Info(ctx, "cpu").Result()
+		if err != nil {
+			return 0, fmt.Errorf("bench: redis INFO cpu: %w", err)
+		}
+		return parseCPU(info)
+	}}
+}
+
+// parseCPU returns the µs of used_cpu_user and used_cpu_sys, given in
+// seconds, in INFO cpu.
+func parseCPU(info string) (uint64, error) {
+	var micros float64
+	found := 0
+	for line := range strings.Lines(info) {
+		name, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || (name != "used_cpu_user" && name != "used_cpu_sys") {
+			continue
+		}
+		sec, err := strconv.ParseFloat(v, 64)
+		if err != nil || sec < 0 {
+			return 0, fmt.Errorf("bench: INFO cpu: bad line %q", line)
+		}
+		micros += sec * 1e6
+		found++
+	}
+	if found != 2 {
+		return 0, errors.New("bench: INFO cpu: no used_cpu_user and used_cpu_sys")
+	}
+	return uint64(math.Round(micros)), nil
 }
 
 // RoundTrips adds a hook to c that counts the requests it sends (a

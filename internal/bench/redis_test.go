@@ -35,6 +35,27 @@ func TestParseCommandStats(t *testing.T) {
 	}
 }
 
+func TestParseCPU(t *testing.T) {
+	for _, tc := range []struct {
+		name, info string
+		want       uint64
+		wantErr    bool
+	}{
+		{"sums user and sys", "# CPU\r\nused_cpu_sys:1.250000\r\nused_cpu_user:0.000042\r\n" +
+			"used_cpu_sys_children:9.000000\r\nused_cpu_user_main_thread:7.000000\r\n", 1250042, false},
+		{"one missing", "# CPU\r\nused_cpu_sys:1.0\r\n", 0, true},
+		{"bad number", "used_cpu_sys:x\r\nused_cpu_user:1\r\n", 0, true},
+		{"negative", "used_cpu_sys:-1\r\nused_cpu_user:1\r\n", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseCPU(tc.info)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("parseCPU = %d, %v; want %d, error %v", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
 func newRedis(t *testing.T) *redis.Client {
 	t.Helper()
 	srv := testserver.StartRedis(t)
@@ -87,7 +108,7 @@ func TestRedisFloorAndSubject(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = be.Close() })
 	s := Dlock("dlock", be)
-	s.Counters = append(s.Counters, RedisCommands(rdb), RoundTrips(rdb))
+	s.Counters = append(s.Counters, RedisCommands(rdb), RedisCPU(rdb), RoundTrips(rdb))
 	res, err := Run(t.Context(), Serial, s, Config{Ops: 50, Prefix: prefix(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -102,6 +123,10 @@ func TestRedisFloorAndSubject(t *testing.T) {
 	// The server also counts the commands the scripts run.
 	if got := res.PerOp[CounterRedisCmds]; got <= res.PerOp[CounterRoundTrips] {
 		t.Errorf("redis commands per pair %v, not above round trips %v", got, res.PerOp[CounterRoundTrips])
+	}
+	// Two round trips cost the server at least a µs of CPU.
+	if got := res.PerOp[CounterRedisCPU]; got < 1 {
+		t.Errorf("redis CPU per pair %v µs, want at least 1", got)
 	}
 	res, err = Run(t.Context(), Contended, s, Config{Ops: 100, Workers: 3, Prefix: prefix(t)})
 	if err != nil {

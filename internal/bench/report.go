@@ -124,7 +124,8 @@ ops/s: acquire+release pairs per second (serial, parallel) or grants per second
   calling Lock to the grant (max includes waits cut short by the end of the run);
 fairness: fewest/most grants of any worker; violations: grants seen while
   another worker was inside, plus fences that did not grow (must be 0);
-*/op: store operations per pair or grant, where they can be counted.
+*/op: per pair or grant, where they can be counted: store operations, and
+  the Redis server's CPU time (redis cpu µs).
 `
 	if opt.Ours != nil {
 		legend += "vs best peer: ops/s divided by the best other library's in the same group and scenario.\n"

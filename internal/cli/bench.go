@@ -118,7 +118,7 @@ func (e *env) bench(cmd *cobra.Command, f *benchFlags) error {
 		} else {
 			report.Floors = append(report.Floors, fl)
 		}
-		subject.Counters = append(subject.Counters, bench.RedisCommands(rdb), bench.RoundTrips(rdb))
+		subject.Counters = append(subject.Counters, bench.RedisCommands(rdb), bench.RedisCPU(rdb), bench.RoundTrips(rdb))
 	}
 	if ctx.Err() != nil {
 		return benchError(ctx, ctx.Err())
