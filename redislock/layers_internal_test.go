@@ -154,6 +154,15 @@ func TestPairLayers(t *testing.T) {
 //
 //	go test -run '^$' -bench Layers -benchtime 10000x ./redislock/
 func BenchmarkLayers(b *testing.B) {
+	rdb, be := layersBackend(b)
+	measureLayers(b, pairLayers(rdb, be), func(l layer, d time.Duration) {
+		b.ReportMetric(float64(d.Nanoseconds())/1e3/float64(b.N), l.name+"-µs/pair")
+	})
+}
+
+// layersBackend starts a redis-server for a benchmark and returns a client
+// of it, with the timeouts a caller would set, and a backend over it.
+func layersBackend(b *testing.B) (*redis.Client, *Backend) {
 	srv := testserver.StartRedis(b)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, ReadTimeout: time.Second, WriteTimeout: time.Second})
 	b.Cleanup(func() { _ = rdb.Close() })
@@ -162,9 +171,7 @@ func BenchmarkLayers(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = be.Close() })
-	measureLayers(b, pairLayers(rdb, be), func(l layer, d time.Duration) {
-		b.ReportMetric(float64(d.Nanoseconds())/1e3/float64(b.N), l.name+"-µs/pair")
-	})
+	return rdb, be
 }
 
 // measureLayers runs b.N pairs of each layer, in turns, and reports each
@@ -266,14 +273,7 @@ func BenchmarkClientCPU(b *testing.B) {
 //
 //	go test -run '^$' -bench ServerWork -benchtime 20000x ./redislock/
 func BenchmarkServerWork(b *testing.B) {
-	srv := testserver.StartRedis(b)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, ReadTimeout: time.Second, WriteTimeout: time.Second})
-	b.Cleanup(func() { _ = rdb.Close() })
-	be, err := New(rdb, WithPrefix("layers:"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = be.Close() })
+	rdb, be := layersBackend(b)
 	layers := append(pairLayers(rdb, be)[:3], guaranteeLayers(rdb, be)...)
 	ctx := context.Background()
 	for _, l := range layers {

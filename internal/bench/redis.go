@@ -40,13 +40,7 @@ func RedisFloor(ctx context.Context, c redis.UniversalClient, key string, d time
 // server-wide: run on a server nothing else uses. For a single server only
 // (a cluster client asks one node).
 func RedisCommands(c redis.UniversalClient) Counter {
-	return Counter{Name: CounterRedisCmds, Read: func(ctx context.Context) (uint64, error) {
-		info, err := c.Info(ctx, "commandstats").Result()
-		if err != nil {
-			return 0, fmt.Errorf("bench: redis INFO commandstats: %w", err)
-		}
-		return parseCommandStats(info)
-	}}
+	return infoCounter(c, CounterRedisCmds, "commandstats", parseCommandStats)
 }
 
 // RedisCPU returns a Counter of the CPU time, in µs, that the Redis server
@@ -56,12 +50,17 @@ func RedisCommands(c redis.UniversalClient) Counter {
 // server; it also holds the server's own housekeeping and the counters'
 // INFO reads, a few µs per read.
 func RedisCPU(c redis.UniversalClient) Counter {
-	return Counter{Name: CounterRedisCPU, Read: func(ctx context.Context) (uint64, error) {
-		info, err := c.Info(ctx, "cpu").Result()
+	return infoCounter(c, CounterRedisCPU, "cpu", parseCPU)
+}
+
+// infoCounter is a Counter read from one section of the server's INFO.
+func infoCounter(c redis.UniversalClient, name, section string, parse func(string) (uint64, error)) Counter {
+	return Counter{Name: name, Read: func(ctx context.Context) (uint64, error) {
+		info, err := c.Info(ctx, section).Result()
 		if err != nil {
-			return 0, fmt.Errorf("bench: redis INFO cpu: %w", err)
+			return 0, fmt.Errorf("bench: redis INFO %s: %w", section, err)
 		}
-		return parseCPU(info)
+		return parse(info)
 	}}
 }
 
