@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/dlocktest"
+	"github.com/dlock-dev/dlock/internal/bench"
 	"github.com/dlock-dev/dlock/internal/testserver"
 	"github.com/dlock-dev/dlock/redislock"
 )
@@ -67,17 +67,13 @@ func commandCalls(t testing.TB, rdb *redis.Client) map[string]int {
 	if err != nil {
 		t.Fatalf("INFO commandstats: %v", err)
 	}
-	calls := make(map[string]int)
-	for line := range strings.SplitSeq(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok || !strings.HasPrefix(name, "cmdstat_") {
-			continue
-		}
-		for field := range strings.SplitSeq(rest, ",") {
-			if v, ok := strings.CutPrefix(field, "calls="); ok {
-				calls[strings.TrimPrefix(name, "cmdstat_")], _ = strconv.Atoi(v)
-			}
-		}
+	stats, err := bench.ParseCommandStats(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := make(map[string]int, len(stats))
+	for name, st := range stats {
+		calls[name] = int(st.Calls)
 	}
 	return calls
 }

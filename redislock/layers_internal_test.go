@@ -3,14 +3,13 @@ package redislock
 import (
 	"context"
 	"errors"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/internal/bench"
 	"github.com/dlock-dev/dlock/internal/testserver"
 )
 
@@ -305,11 +304,11 @@ func BenchmarkServerWork(b *testing.B) {
 	}
 }
 
-// serverStats is what INFO says of the server's work: per command, the
-// calls and µs spent in it (commandstats), and its CPU time (cpu).
+// serverStats is what INFO says of the server's work: each command's calls
+// and time, and the server's CPU time.
 type serverStats struct {
-	calls, micros map[string]float64
-	cpuMicros     float64
+	commands  map[string]bench.CommandStat
+	cpuMicros uint64
 }
 
 // serverWork is the work of one layer's turn (see BenchmarkServerWork).
@@ -329,13 +328,13 @@ func (s serverStats) since(before serverStats, plain bool) serverWork {
 	if plain {
 		sent = map[string]bool{"set": true, "del": true}
 	}
-	w := serverWork{cpuMicros: s.cpuMicros - before.cpuMicros}
-	for name, us := range s.micros {
+	w := serverWork{cpuMicros: float64(s.cpuMicros - before.cpuMicros)}
+	for name, st := range s.commands {
 		switch {
 		case sent[name]:
-			w.cmdMicros += us - before.micros[name]
+			w.cmdMicros += float64(st.Micros - before.commands[name].Micros)
 		case name != "info" && !plain:
-			w.calls += s.calls[name] - before.calls[name]
+			w.calls += float64(st.Calls - before.commands[name].Calls)
 		}
 	}
 	return w
@@ -346,29 +345,12 @@ func readServerStats(b *testing.B, rdb *redis.Client) serverStats {
 	if err != nil {
 		b.Fatalf("INFO: %v", err)
 	}
-	s := serverStats{calls: map[string]float64{}, micros: map[string]float64{}}
-	for line := range strings.Lines(info) {
-		name, value, _ := strings.Cut(strings.TrimSpace(line), ":")
-		switch name {
-		case "used_cpu_sys", "used_cpu_user":
-			sec, _ := strconv.ParseFloat(value, 64)
-			s.cpuMicros += sec * 1e6
-			continue
-		}
-		cmd, ok := strings.CutPrefix(name, "cmdstat_")
-		if !ok {
-			continue
-		}
-		for field := range strings.SplitSeq(value, ",") {
-			k, v, _ := strings.Cut(field, "=")
-			n, _ := strconv.ParseFloat(v, 64)
-			switch k {
-			case "calls":
-				s.calls[cmd] = n
-			case "usec":
-				s.micros[cmd] = n
-			}
-		}
+	var s serverStats
+	if s.commands, err = bench.ParseCommandStats(info); err != nil {
+		b.Fatal(err)
+	}
+	if s.cpuMicros, err = bench.ParseCPU(info); err != nil {
+		b.Fatal(err)
 	}
 	return s
 }

@@ -9,9 +9,10 @@
 // worker and may name [Counter]s of store operations. [Dlock] makes a
 // Subject of any dlock backend and counts its calls with [Count];
 // [RedisCommands] and [RedisCPU] count what a Redis server processed and
-// the CPU it took, for subjects that are not dlock too. [Run] runs a [Scenario] and returns a [Result];
-// [FileFloor] and [RedisFloor] measure what the store costs without a lock
-// library; [WriteText] prints a [Report].
+// the CPU it took, for subjects that are not dlock too. [Run] runs a
+// [Scenario] and returns a [Result]; [FileFloor] and [RedisFloor] measure
+// what the store costs without a lock library; [WriteText] prints a
+// [Report].
 //
 // Mutual exclusion is checked within the process: each contended worker
 // increments a shared counter on entering its critical section and

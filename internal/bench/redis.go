@@ -50,7 +50,7 @@ func RedisCommands(c redis.UniversalClient) Counter {
 // server; it also holds the server's own housekeeping and the counters'
 // INFO reads, a few µs per read.
 func RedisCPU(c redis.UniversalClient) Counter {
-	return infoCounter(c, CounterRedisCPU, "cpu", parseCPU)
+	return infoCounter(c, CounterRedisCPU, "cpu", ParseCPU)
 }
 
 // infoCounter is a Counter read from one section of the server's INFO.
@@ -64,9 +64,10 @@ func infoCounter(c redis.UniversalClient, name, section string, parse func(strin
 	}}
 }
 
-// parseCPU returns the µs of used_cpu_user and used_cpu_sys, given in
-// seconds, in INFO cpu.
-func parseCPU(info string) (uint64, error) {
+// ParseCPU returns the server's CPU time in µs, used_cpu_user plus
+// used_cpu_sys (given in seconds), from INFO cpu. Other lines, such as
+// those of other sections, are left out.
+func ParseCPU(info string) (uint64, error) {
 	var micros float64
 	found := 0
 	for line := range strings.Lines(info) {
@@ -121,38 +122,68 @@ func (h *roundTripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 // say nothing about the locking protocol.
 var connectionSetup = map[string]bool{"info": true, "hello": true, "client": true, "auth": true, "select": true}
 
-// parseCommandStats sums calls= over the lines of INFO commandstats, which
-// look like
-//
-//	cmdstat_set:calls=3,usec=12,usec_per_call=4.00,rejected_calls=0,failed_calls=0
-//
-// (sub-commands appear as cmdstat_client|setinfo).
+// parseCommandStats sums the calls of every command in INFO commandstats
+// but the connection set-up's.
 func parseCommandStats(info string) (uint64, error) {
+	stats, err := ParseCommandStats(info)
+	if err != nil {
+		return 0, err
+	}
 	var total uint64
-	for line := range strings.Lines(info) {
-		line = strings.TrimSpace(line)
-		name, stats, ok := strings.Cut(line, ":")
-		if !ok || !strings.HasPrefix(name, "cmdstat_") {
-			continue
-		}
-		name, _, _ = strings.Cut(strings.TrimPrefix(name, "cmdstat_"), "|")
-		if connectionSetup[strings.ToLower(name)] {
-			continue
-		}
-		found := false
-		for field := range strings.SplitSeq(stats, ",") {
-			if v, ok := strings.CutPrefix(field, "calls="); ok {
-				n, err := strconv.ParseUint(v, 10, 64)
-				if err != nil {
-					return 0, fmt.Errorf("bench: INFO commandstats: bad line %q", line)
-				}
-				total += n
-				found = true
-			}
-		}
-		if !found {
-			return 0, fmt.Errorf("bench: INFO commandstats: no calls= in %q", line)
+	for name, st := range stats {
+		name, _, _ = strings.Cut(name, "|")
+		if !connectionSetup[name] {
+			total += st.Calls
 		}
 	}
 	return total, nil
+}
+
+// CommandStat is one command's line of INFO commandstats.
+type CommandStat struct {
+	Calls  uint64
+	Micros uint64 // time the server spent in it; a script's includes what it ran
+}
+
+// ParseCommandStats returns each command's line of INFO commandstats,
+// which look like
+//
+//	cmdstat_set:calls=3,usec=12,usec_per_call=4.00,rejected_calls=0,failed_calls=0
+//
+// by command name in lower case (sub-commands appear as client|setinfo).
+// Other lines, such as those of other sections, are left out.
+func ParseCommandStats(info string) (map[string]CommandStat, error) {
+	stats := make(map[string]CommandStat)
+	for line := range strings.Lines(info) {
+		line = strings.TrimSpace(line)
+		name, fields, ok := strings.Cut(line, ":")
+		name, isCmd := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !isCmd {
+			continue
+		}
+		var st CommandStat
+		found := false
+		for field := range strings.SplitSeq(fields, ",") {
+			k, v, _ := strings.Cut(field, "=")
+			var dst *uint64
+			switch k {
+			case "calls":
+				dst, found = &st.Calls, true
+			case "usec":
+				dst = &st.Micros
+			default:
+				continue
+			}
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("bench: INFO commandstats: bad line %q", line)
+			}
+			*dst = n
+		}
+		if !found {
+			return nil, fmt.Errorf("bench: INFO commandstats: no calls= in %q", line)
+		}
+		stats[strings.ToLower(name)] = st
+	}
+	return stats, nil
 }

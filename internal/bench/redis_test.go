@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -35,6 +36,20 @@ func TestParseCommandStats(t *testing.T) {
 	}
 }
 
+func TestParseCommandStatsPerCommand(t *testing.T) {
+	got, err := ParseCommandStats("# Commandstats\r\n" +
+		"cmdstat_EVALSHA:calls=10,usec=50,usec_per_call=5.00,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_client|setinfo:calls=2,usec=1,usec_per_call=0.50\r\n" +
+		"# CPU\r\nused_cpu_sys:1.0\r\n")
+	want := map[string]CommandStat{"evalsha": {Calls: 10, Micros: 50}, "client|setinfo": {Calls: 2, Micros: 1}}
+	if err != nil || !maps.Equal(got, want) {
+		t.Fatalf("ParseCommandStats = %v, %v; want %v", got, err, want)
+	}
+	if _, err := ParseCommandStats("cmdstat_get:calls=1,usec=x\r\n"); err == nil {
+		t.Fatal("ParseCommandStats accepted usec=x")
+	}
+}
+
 func TestParseCPU(t *testing.T) {
 	for _, tc := range []struct {
 		name, info string
@@ -48,9 +63,9 @@ func TestParseCPU(t *testing.T) {
 		{"negative", "used_cpu_sys:-1\r\nused_cpu_user:1\r\n", 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseCPU(tc.info)
+			got, err := ParseCPU(tc.info)
 			if (err != nil) != tc.wantErr || got != tc.want {
-				t.Fatalf("parseCPU = %d, %v; want %d, error %v", got, err, tc.want, tc.wantErr)
+				t.Fatalf("ParseCPU = %d, %v; want %d, error %v", got, err, tc.want, tc.wantErr)
 			}
 		})
 	}
