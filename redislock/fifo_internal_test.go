@@ -102,16 +102,51 @@ func wantGrantedSoon(t *testing.T, got <-chan error, what string) {
 // queue, valid for an hour.
 func queueDeadWaiter(t *testing.T, rdb *redis.Client, n names) {
 	t.Helper()
+	queueTicket(t, rdb, n, "dead000000000000")
+}
+
+// queueTicket puts a ticket for lock id first in n's queue, valid for an
+// hour, as an acquire of a waiter would.
+func queueTicket(t *testing.T, rdb *redis.Client, n names, id string) {
+	t.Helper()
 	ctx := t.Context()
 	now, err := rdb.Time(ctx).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.ZAdd(ctx, n.queue, redis.Z{Score: 1, Member: "dead000000000000"}).Err(); err != nil {
+	if err := rdb.ZAdd(ctx, n.queue, redis.Z{Score: 1, Member: id}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.ZAdd(ctx, n.expiry, redis.Z{Score: float64(now.Add(time.Hour).UnixMilli()), Member: "dead000000000000"}).Err(); err != nil {
+	if err := rdb.ZAdd(ctx, n.expiry, redis.Z{Score: float64(now.Add(time.Hour).UnixMilli()), Member: id}).Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFIFOReleaseDropsItsTicket: an acquire that lands after its caller
+// gave up can leave its token's ticket in the queue, where it would head
+// the line for a waiter that will never come. The release that cleans up
+// after that acquire drops the ticket from both sets.
+func TestFIFOReleaseDropsItsTicket(t *testing.T) {
+	b, rdb := newFIFOBackend(t)
+	ctx := t.Context()
+	key := "release-drops-ticket"
+	n := b.names(key)
+	holder, err := dlock.New(b).TryAcquire(ctx, key, dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Release(ctx)
+	const token = "abandoned-acquire-token-0123456789"
+	id := dlock.LockID(token)
+	queueTicket(t, rdb, n, id)
+
+	if err := b.Release(ctx, key, token); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Fatalf("release of a token that never held the key: %v, want ErrNotHeld", err)
+	}
+	for _, set := range []string{n.queue, n.expiry} {
+		if err := rdb.ZScore(ctx, set, id).Err(); !errors.Is(err, redis.Nil) {
+			t.Errorf("the token's ticket is still in %s (%v)", set, err)
+		}
 	}
 }
 

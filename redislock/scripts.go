@@ -230,8 +230,8 @@ return {5, false, tonumber(ARGV[2]), id, fence, at, host, pid, label}
 // release that freed the key shortens the head's time.
 var releaseScript = redis.NewScript(`
 local fifo = ARGV[3] and redis.call('EXISTS', KEYS[4]) == 1
-if fifo then
-  redis.call('ZREM', KEYS[4], ARGV[3])
+-- A ticket in qexp is always in queue too (join comes before keep).
+if fifo and redis.call('ZREM', KEYS[4], ARGV[3]) == 1 then
   redis.call('ZREM', KEYS[5], ARGV[3])
 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
