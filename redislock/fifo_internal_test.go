@@ -19,15 +19,10 @@ import (
 // must still get the key about one grace later, not when the holder's
 // minute-long lease would have ended.
 func TestFIFODeadHeadIsSkipped(t *testing.T) {
-	b, rdb := newFIFOBackend(t)
 	ctx := t.Context()
 	key := "dead-head"
+	b, rdb, holder := newFIFOHeld(t, key)
 	n := b.names(key)
-
-	holder, err := dlock.New(b).TryAcquire(ctx, key, dlock.WithTTL(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
 	queueDeadWaiter(t, rdb, n)
 	got := startWaiter(t, b, key) // it holds its ticket behind the dead one
 	if c, err := rdb.ZCard(ctx, n.queue).Result(); err != nil || c != 2 {
@@ -51,6 +46,18 @@ func newFIFOBackend(t *testing.T) (*Backend, *redis.Client) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	return fifoBackendOn(t, rdb), rdb
+}
+
+// newFIFOHeld is newFIFOBackend with key held for a minute by a client of
+// the backend.
+func newFIFOHeld(t *testing.T, key string) (*Backend, *redis.Client, *dlock.Lock) {
+	t.Helper()
+	b, rdb := newFIFOBackend(t)
+	holder, err := dlock.New(b).TryAcquire(t.Context(), key, dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, rdb, holder
 }
 
 // fifoBackendOn returns a FIFO backend with fifoGrace on rdb, closed when t
@@ -127,14 +134,10 @@ func queueTicket(t *testing.T, rdb *redis.Client, n names, id string) {
 // the line for a waiter that will never come. The release that cleans up
 // after that acquire drops the ticket from both sets.
 func TestFIFOReleaseDropsItsTicket(t *testing.T) {
-	b, rdb := newFIFOBackend(t)
 	ctx := t.Context()
 	key := "release-drops-ticket"
+	b, rdb, holder := newFIFOHeld(t, key)
 	n := b.names(key)
-	holder, err := dlock.New(b).TryAcquire(ctx, key, dlock.WithTTL(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer holder.Release(ctx)
 	const token = "abandoned-acquire-token-0123456789"
 	id := dlock.LockID(token)
@@ -184,14 +187,10 @@ func TestFIFODeadHolderAndNextInLine(t *testing.T) {
 // hold the key (the cleanup of an abandoned acquire) frees nothing, so it
 // must not give the head of the queue less time to come.
 func TestFIFOFailedReleaseKeepsHeadsPlace(t *testing.T) {
-	b, rdb := newFIFOBackend(t)
 	ctx := t.Context()
 	key := "failed-release"
+	b, rdb, holder := newFIFOHeld(t, key)
 	n := b.names(key)
-	holder, err := dlock.New(b).TryAcquire(ctx, key, dlock.WithTTL(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer holder.Release(ctx)
 	watched, denied := dlocktest.WatchDenials(b)
 	waitCtx, cancel := context.WithCancel(ctx)
