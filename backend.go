@@ -25,7 +25,7 @@ import (
 //     not report it.
 //
 // Optional abilities are separate interfaces ([Lister], [StatsReporter],
-// [Cleaner], [Breaker], [Notifier]) that the core finds with a type
+// [Cleaner], [Breaker], [Notifier], [Keeper]) that the core finds with a type
 // assertion, the way database/sql finds optional driver interfaces.
 type Backend interface {
 	// Acquire grants req.Key to req.Token if it is free (never held, released
@@ -84,6 +84,18 @@ type Breaker interface {
 	// Break frees key and returns the lease it broke, with found=false if the
 	// key was free.
 	Break(ctx context.Context, key string) (rec Record, found bool, err error)
+}
+
+// Keeper is a Backend whose leases can end with their holder's process:
+// the file backend frees the key of a provably dead holder at once. Keep
+// extends the lease of key to ttl from now, as Refresh does, and detaches it
+// from the holder's process, so that it lasts until ttl from now whatever
+// becomes of the process. It returns an error wrapping ErrNotHeld if token
+// does not hold a live lease on key. [WithMinHold] uses it; on a backend
+// that is not a Keeper, a lease never depends on its holder's process, and
+// the core uses Refresh.
+type Keeper interface {
+	Keep(ctx context.Context, key, token string, ttl time.Duration) error
 }
 
 // Notifier is a Backend that can tell waiters when a key may have become

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/memlock"
@@ -143,4 +144,27 @@ func ExampleLock_Done() {
 	// Output:
 	// released: true
 	// release again: true
+}
+
+// An hourly import that cron starts on every server: the first server to
+// start it runs it, and the key stays taken for 50 minutes even though the
+// import takes seconds, so a server whose clock runs a little late does not
+// run it again.
+func ExampleWithMinHold() {
+	ctx := context.Background()
+	client := dlock.New(memlock.New())
+	hourly := func(server string) {
+		err := client.Do(ctx, "import/hourly", func(ctx context.Context) error {
+			fmt.Println(server, "imports")
+			return nil
+		}, dlock.WithMaxWait(0), dlock.WithMinHold(50*time.Minute))
+		if errors.Is(err, dlock.ErrNotAcquired) {
+			fmt.Println(server, "skips: already run this hour")
+		}
+	}
+	hourly("web-1")
+	hourly("web-2") // seconds later
+	// Output:
+	// web-1 imports
+	// web-2 skips: already run this hour
 }

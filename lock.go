@@ -31,6 +31,11 @@ type Lock struct {
 	rec        Record
 	validUntil time.Time // monotonic: sent + ttl - drift
 
+	// keepUntil is when a release may free the key, with WithMinHold:
+	// measured from the grant's reply, not its sending, so that the key
+	// stays taken for the whole minimum after the holder learnt of it.
+	keepUntil time.Time
+
 	// Guarded by the client's heldLocks: when the lock is next due there
 	// (the earliest of its validity when filed, dogAt and holdUntil; a
 	// refresh moves the validity on when it comes due), its slot there (-1
@@ -51,6 +56,9 @@ func (c *Client) newLock(rec Record, token string, sent time.Time, o options) *L
 	l := &Lock{client: c, key: rec.Key, token: token, lockID: rec.LockID, fence: rec.Fence, opts: o, rec: rec, slot: -1}
 	l.ctx, l.cancel = context.WithCancelCause(context.Background())
 	l.validUntil = sent.Add(o.ttl - drift(o.ttl))
+	if o.minHold > 0 {
+		l.keepUntil = time.Now().Add(o.minHold)
+	}
 	if o.autoRefresh {
 		l.dogAt = sent.Add(refreshInterval(o))
 		if o.maxHold > 0 {
@@ -217,7 +225,9 @@ func (l *Lock) Refresh(ctx context.Context) error {
 // Release frees the lock in the store, stops the watchdog and fires Done
 // with [ErrReleased]. It returns an error matching [ErrNotHeld] if the lock
 // was already released, lost, broken or expired; a store error leaves the
-// lease to expire at its TTL.
+// lease to expire at its TTL. With [WithMinHold], a release before the
+// minimum hold has passed leaves the key taken until then instead of freeing
+// it.
 func (l *Lock) Release(ctx context.Context) error {
 	if l == nil {
 		return fmt.Errorf("dlock: release: %w", ErrNotHeld)
@@ -229,6 +239,9 @@ func (l *Lock) Release(ctx context.Context) error {
 	if errors.Is(prior, ErrReleased) {
 		return fmt.Errorf("dlock: release %q: %w: already released", l.key, ErrNotHeld)
 	}
+	if rest := time.Until(l.keepUntil); prior == nil && rest > 0 {
+		return l.keep(ctx, rest)
+	}
 	// Even a lost lock is released in the store: validity may have passed
 	// on our clock while the lease still stands there.
 	if err := l.client.backend.Release(ctx, l.key, l.token); err != nil {
@@ -236,6 +249,23 @@ func (l *Lock) Release(ctx context.Context) error {
 	}
 	if prior != nil {
 		return fmt.Errorf("dlock: release %q: %w: %w", l.key, ErrNotHeld, prior)
+	}
+	return nil
+}
+
+// keep leaves the key taken for at least rest from now, for WithMinHold:
+// it sets the lease to rest plus the drift margin (so that a store whose
+// clock runs fast does not end it early), detached from this process.
+func (l *Lock) keep(ctx context.Context, rest time.Duration) error {
+	ttl := min(max(rest+drift(rest), MinTTL), MaxTTL)
+	var err error
+	if k, ok := l.client.backend.(Keeper); ok {
+		err = k.Keep(ctx, l.key, l.token, ttl)
+	} else {
+		_, err = l.client.backend.Refresh(ctx, l.key, l.token, ttl)
+	}
+	if err != nil {
+		return fmt.Errorf("dlock: release %q: keep it taken for another %v: %w", l.key, rest.Round(time.Millisecond), err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/dlocktest"
+	"github.com/dlock-dev/dlock/memlock"
 )
 
 func TestNilLock(t *testing.T) {
@@ -230,6 +231,65 @@ func TestRelease(t *testing.T) {
 	if _, found, _ := mem.Inspect(ctx, l.Key()); !found {
 		t.Error("the lease vanished although the release never reached the store")
 	}
+}
+
+// TestReleaseKeeps: with a min hold, an early release sets the lease to
+// what is left of the min hold (plus the drift margin) instead of freeing
+// it: on a backend that is not a Keeper through Refresh, on a Keeper
+// through Keep. A store error on the way is the caller's to hear, and the
+// lease keeps its TTL.
+func TestReleaseKeeps(t *testing.T) {
+	ctx := t.Context()
+	const hold = time.Hour
+	c, f, mem := newFaulty(t)
+	granted := time.Now()
+	l := mustTry(t, c, uniqueKey(t), dlock.WithTTL(time.Minute), dlock.WithMinHold(hold))
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("early Release = %v", err)
+	}
+	if err := l.Err(); !errors.Is(err, dlock.ErrReleased) {
+		t.Errorf("Err after an early release = %v, want ErrReleased", err)
+	}
+	if r, k := f.Calls(dlocktest.OpRelease), f.Calls(dlocktest.OpRefresh); r != 0 || k != 1 {
+		t.Errorf("backend Release called %d times and Refresh %d, want 0 and 1", r, k)
+	}
+	rec, found, err := mem.Inspect(ctx, l.Key())
+	if err != nil || !found {
+		t.Fatalf("Inspect after an early release = found %v, %v", found, err)
+	}
+	if left := rec.ExpiresAt.Sub(granted); left < hold || left > hold+hold/50 {
+		t.Errorf("kept lease ends %v after the grant, want %v plus the drift margin", left, hold)
+	}
+
+	keeper := &keepCounter{Backend: memlock.New()}
+	l = mustTry(t, dlock.New(keeper), uniqueKey(t), dlock.WithMinHold(hold))
+	if err := l.Release(ctx); err != nil || keeper.keeps != 1 {
+		t.Errorf("early Release on a Keeper = %v with %d Keep calls, want nil and 1", err, keeper.keeps)
+	}
+	if _, found, _ := keeper.Inspect(ctx, l.Key()); !found {
+		t.Error("Keep did not keep the lease")
+	}
+
+	l = mustTry(t, c, uniqueKey(t), dlock.WithTTL(time.Minute), dlock.WithMinHold(hold))
+	f.Inject(dlocktest.OpRefresh, dlocktest.Fault{Times: 1})
+	if err := l.Release(ctx); !errors.Is(err, dlock.ErrUnavailable) {
+		t.Errorf("early Release with the store down = %v, want ErrUnavailable", err)
+	}
+	if rec, found, _ := mem.Inspect(ctx, l.Key()); !found || time.Until(rec.ExpiresAt) > time.Minute {
+		t.Errorf("after a failed keep the lease is found %v, expiring %v: want its own TTL", found, rec.ExpiresAt)
+	}
+}
+
+// keepCounter is a backend that is a Keeper: Keep counts and refreshes.
+type keepCounter struct {
+	dlock.Backend
+	keeps int
+}
+
+func (k *keepCounter) Keep(ctx context.Context, key, token string, ttl time.Duration) error {
+	k.keeps++
+	_, err := k.Refresh(ctx, key, token, ttl)
+	return err
 }
 
 // TestValidityTimerManyLocks: the locks of one client, of different TTLs

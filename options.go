@@ -18,6 +18,7 @@ type options struct {
 	autoRefresh  bool
 	refreshEvery time.Duration // 0: ttl/3
 	maxHold      time.Duration // 0: no bound
+	minHold      time.Duration // 0: a release frees the key at once
 	owner        Owner
 	err          error
 }
@@ -105,6 +106,29 @@ func WithMaxHold(d time.Duration) Option {
 			o.fail("%w: negative max hold %v", ErrInvalidOption, d)
 		}
 		o.maxHold = d
+	}
+}
+
+// WithMinHold keeps the key taken for at least d after the grant: a
+// [Lock.Release] (also the one that ends [Client.Do], and
+// [Client.ReleaseAll]) that comes sooner ends this process's hold, fires
+// Done with [ErrReleased] and returns nil as usual, but instead of freeing
+// the key it leaves the lease in the store until d after the grant, whatever
+// becomes of this process (see [Keeper]). A release after d frees the key at
+// once. A lock that was lost, or broken, is not kept.
+//
+// This is for jobs that several machines schedule at about the same time and
+// that must run at most once per period, such as an hourly import started
+// by cron on every server: without it, a job that finishes in seconds frees
+// the key for a server whose clock or cron runs a few seconds late. Set d a
+// little below the period (50m for an hourly job). Default 0. A negative
+// value or one above [MaxTTL] fails with [ErrInvalidOption].
+func WithMinHold(d time.Duration) Option {
+	return func(o *options) {
+		if d < 0 || d > MaxTTL {
+			o.fail("%w: min hold %v is outside [0, %v]", ErrInvalidOption, d, MaxTTL)
+		}
+		o.minHold = d
 	}
 }
 

@@ -19,6 +19,8 @@ func TestInvalidOptions(t *testing.T) {
 	}{
 		{"negative max wait", dlock.WithMaxWait(-time.Second), dlock.ErrInvalidOption},
 		{"negative max hold", dlock.WithMaxHold(-time.Second), dlock.ErrInvalidOption},
+		{"negative min hold", dlock.WithMinHold(-time.Second), dlock.ErrInvalidOption},
+		{"min hold above max ttl", dlock.WithMinHold(dlock.MaxTTL + 1), dlock.ErrInvalidOption},
 		{"nil retry", dlock.WithRetry(nil), dlock.ErrInvalidOption},
 		{"zero refresh interval", dlock.WithRefreshInterval(0), dlock.ErrInvalidOption},
 		{"negative refresh interval", dlock.WithRefreshInterval(-time.Second), dlock.ErrInvalidOption},

@@ -43,6 +43,9 @@ func (s *suite) cases() []testCase {
 		{"cleanup", testCleanup},
 		{"break", testBreak},
 		{"release all", testReleaseAll},
+		{"min hold keeps the key after an early release", testMinHold},
+		{"min hold is over: release frees at once", testMinHoldOver},
+		{"min hold does not keep a broken lock", testMinHoldBroken},
 		{"do runs fn under the lock", testDo},
 		{"do releases on error", testDoError},
 		{"do releases on panic", testDoPanic},
@@ -919,6 +922,88 @@ func testReleaseAll(e *env) {
 		t.Errorf("second ReleaseAll = %d, %v; want 0, nil", n, err)
 	}
 	e.release(theirs)
+}
+
+// testMinHold: a release before the minimum hold ends the hold for this
+// client but leaves the key taken, until the minimum hold (well before the
+// lease's TTL of a minute) has passed; Do's release does the same.
+func testMinHold(e *env) {
+	t, ctx := e.t, e.t.Context()
+	hold := 4 * e.short
+	for _, viaDo := range []bool{false, true} {
+		key := e.key(fmt.Sprint("kept-do-", viaDo))
+		opts := []dlock.Option{dlock.WithTTL(time.Minute), dlock.WithMinHold(hold)}
+		sent := time.Now()
+		var l *dlock.Lock
+		if viaDo {
+			err := e.c1.Do(ctx, key, func(context.Context) error {
+				held, _ := e.c1.Stats(ctx)
+				if held.Held != 1 {
+					t.Errorf("Stats.Held inside Do = %d", held.Held)
+				}
+				return nil
+			}, opts...)
+			if err != nil {
+				t.Fatalf("Do with a min hold: %v", err)
+			}
+		} else {
+			l = e.acquire(e.c1, key, opts...)
+			e.release(l)
+			if err := l.Err(); !errors.Is(err, dlock.ErrReleased) {
+				t.Errorf("Err after an early release = %v, want ErrReleased", err)
+			}
+		}
+		if st, _ := e.c1.Stats(ctx); st.Held != 0 {
+			t.Errorf("Stats.Held after an early release = %d, want 0", st.Held)
+		}
+		if l != nil {
+			e.assertHeldBy(key, l.LockID())
+		}
+		e.assertContended(e.c2, key)
+
+		next, err := e.c2.Acquire(ctx, key, dlock.WithMaxWait(e.patience))
+		if err != nil {
+			t.Fatalf("Acquire after the min hold %v of a lease with a TTL of 1m: %v", hold, err)
+		}
+		// A lower bound only, as in testExpiry.
+		if got := time.Since(sent); got < hold/2 {
+			t.Errorf("the key was free %v after the grant, before its min hold %v", got, hold)
+		}
+		e.release(next)
+	}
+}
+
+// testMinHoldOver: once the minimum hold has passed, a release frees the
+// key at once.
+func testMinHoldOver(e *env) {
+	key := e.key("kept-briefly")
+	l := e.acquire(e.c1, key, dlock.WithMinHold(time.Nanosecond))
+	e.release(l)
+	e.assertFree(key)
+}
+
+// testMinHoldBroken: a lock that was broken (and so lost) is not kept, and
+// its release does not touch the new holder's lease.
+func testMinHoldBroken(e *env) {
+	t, ctx := e.t, e.t.Context()
+	if _, ok := e.b.(dlock.Breaker); !ok {
+		t.Skip("backend does not implement dlock.Breaker")
+	}
+	key := e.key("kept-broken")
+	l := e.acquire(e.c1, key, dlock.WithTTL(time.Minute), dlock.WithMinHold(time.Minute))
+	if _, _, err := e.c2.Break(ctx, key); err != nil {
+		t.Fatalf("Break: %v", err)
+	}
+	if err := l.Release(ctx); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Errorf("Release of a broken lock with a min hold: %v, want ErrNotHeld", err)
+	}
+	e.assertFree(key)
+	taker := e.acquire(e.c2, key)
+	if err := l.Release(ctx); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Errorf("second Release: %v, want ErrNotHeld", err)
+	}
+	e.assertHeldBy(key, taker.LockID())
+	e.release(taker)
 }
 
 func testDo(e *env) {

@@ -47,6 +47,7 @@ var (
 	_ dlock.StatsReporter = (*Backend)(nil)
 	_ dlock.Cleaner       = (*Backend)(nil)
 	_ dlock.Breaker       = (*Backend)(nil)
+	_ dlock.Keeper        = (*Backend)(nil)
 )
 
 // New returns a backend over dir, creating it (and missing parents) 0700.
@@ -296,18 +297,33 @@ func (b *Backend) lockForAcquire(ctx context.Context, key string) (f lockedFile,
 // Refresh implements [dlock.Backend]. It returns an error wrapping
 // [dlock.ErrNotHeld] if token does not hold a live lease on key.
 func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Duration) (dlock.Record, error) {
+	return b.extend(ctx, "refresh", key, token, ttl, false)
+}
+
+// Keep implements [dlock.Keeper]: a refresh that also forgets the holder's
+// pid, so that the dead-holder check no longer applies and the lease lasts
+// its ttl after the holder's process has exited. The host and label stay
+// for inspection.
+func (b *Backend) Keep(ctx context.Context, key, token string, ttl time.Duration) error {
+	_, err := b.extend(ctx, "keep", key, token, ttl, true)
+	return err
+}
+
+// extend sets the lease of key, if token holds it, to ttl from now, and with
+// detach forgets its holder's process.
+func (b *Backend) extend(ctx context.Context, op, key, token string, ttl time.Duration, detach bool) (dlock.Record, error) {
 	f, cur, empty, err := b.lockRecord(ctx, key, false, unix.LOCK_EX)
 	if errors.Is(err, fs.ErrNotExist) {
 		err = dlock.ErrNotHeld
 	}
 	if err != nil {
-		return dlock.Record{}, b.opError("refresh", key, err)
+		return dlock.Record{}, b.opError(op, key, err)
 	}
 	defer b.unlockFile(&f)
 	now := b.now()
 	hash := tokenHash(token)
 	if empty || !cur.heldBy(&hash) || !b.live(&cur, now) {
-		return dlock.Record{}, b.opError("refresh", key, dlock.ErrNotHeld)
+		return dlock.Record{}, b.opError(op, key, dlock.ErrNotHeld)
 	}
 	cur.ExpiresAt = now.wall.Add(ttl)
 	if now.mono != 0 {
@@ -315,8 +331,11 @@ func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Durat
 		// expiry.
 		cur.BootID, cur.ExpiresMono = b.boot, now.mono+int64(ttl)
 	}
+	if detach {
+		cur.Owner.PID, cur.Owner.StartTicks, cur.Owner.PIDNS = 0, 0, ""
+	}
 	if err := f.write(&cur, b.opts.sync); err != nil {
-		return dlock.Record{}, b.opError("refresh", key, err)
+		return dlock.Record{}, b.opError(op, key, err)
 	}
 	return b.public(&cur, now), nil
 }

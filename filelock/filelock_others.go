@@ -36,6 +36,9 @@ func (b *Backend) Refresh(context.Context, string, string, time.Duration) (dlock
 	return dlock.Record{}, errUnsupported
 }
 
+// Keep implements [dlock.Keeper]; it is unsupported on this platform.
+func (b *Backend) Keep(context.Context, string, string, time.Duration) error { return errUnsupported }
+
 // Release implements [dlock.Backend]; it is unsupported on this platform.
 func (b *Backend) Release(context.Context, string, string) error { return errUnsupported }
 

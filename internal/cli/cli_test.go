@@ -57,6 +57,26 @@ func (s *store) assertFree(key string) {
 	}
 }
 
+// inspect returns key's lease as `status --json` reports it, nil if free.
+func (s *store) inspect(key string) *leaseJSON {
+	s.t.Helper()
+	code, out, errOut := s.dlock("status", "--json", key)
+	if code != ExitOK && code != ExitNotHeld {
+		s.t.Fatalf("status %q: exit %d\n%s%s", key, code, out, errOut)
+	}
+	var st struct {
+		Locked bool `json:"locked"`
+		leaseJSON
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		s.t.Fatalf("status --json %q: %v\n%s", key, err, out)
+	}
+	if !st.Locked {
+		return nil
+	}
+	return &st.leaseJSON
+}
+
 // assertNoLocks checks that nothing is locked in the store.
 func (s *store) assertNoLocks() {
 	s.t.Helper()
@@ -120,6 +140,8 @@ func TestBadInput(t *testing.T) {
 		{"wait negative", []string{"run", "--wait", "-5s", "k", "--", "true"}, false, ExitUsage, "negative duration"},
 		{"grace negative", []string{"run", "--grace", "-1", "k", "--", "true"}, false, ExitUsage, "negative duration"},
 		{"max hold negative", []string{"run", "--max-hold", "-1m", "k", "--", "true"}, false, ExitUsage, "negative duration"},
+		{"min hold negative", []string{"run", "--min-hold", "-1m", "k", "--", "true"}, false, ExitUsage, "negative duration"},
+		{"min hold too long", []string{"run", "--min-hold", "721h", "k", "--", "true"}, false, ExitUsage, "bad --min-hold: 721h0m0s is above 720h0m0s"},
 		{"conflict code out of range", []string{"acquire", "-E", "300", "k"}, false, ExitUsage, "outside 0..255"},
 		{"timeout negative", []string{"--timeout", "-3s", "status", "k"}, false, ExitUsage, "negative duration"},
 		{"empty key", []string{"run", "", "--", "true"}, false, ExitUsage, "invalid key: empty"},

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Real-process tests: the test binary runs as dlock (see TestMain), so that
@@ -49,6 +50,40 @@ func TestProcessConcurrentRuns(t *testing.T) {
 	}
 	// Released at once, not at the end of its 1h TTL.
 	s.assertFree("job")
+}
+
+// TestProcessMinHold: with --min-hold, a run whose job ended keeps the key
+// taken after its dlock process has exited, so that the next run within
+// the period is refused, although the file backend frees a dead holder's
+// key at once; without it (the control), the next run runs.
+func TestProcessMinHold(t *testing.T) {
+	s := newStore(t)
+	first := startDlock(t, nil, s.runArgs("hourly", []string{"--min-hold", "1h"}, []string{"/bin/sh", "-c", "echo first"})...)
+	if code, out := first.wait(); code != 0 || out != "first\n" {
+		t.Fatalf("first run: exit %d, stdout %q; stderr %q", code, out, first.stderr.String())
+	}
+	rec := s.inspect("hourly")
+	if rec == nil {
+		t.Fatal("the key is free after a run with --min-hold 1h")
+	}
+	if left := time.Until(rec.ExpiresAt); left < 59*time.Minute || left > time.Hour+time.Minute {
+		t.Errorf("kept lease expires in %v, want about 1h", left)
+	}
+	if rec.Owner.PID != 0 {
+		t.Errorf("kept lease still names pid %d: the dead-holder check would free it", rec.Owner.PID)
+	}
+
+	second := startDlock(t, nil, s.runArgs("hourly", nil, []string{"/bin/sh", "-c", "echo second"})...)
+	if code, out := second.wait(); code != ExitConflict || out != "" {
+		t.Fatalf("second run within the hour: exit %d, stdout %q, want %d and no output; stderr %q",
+			code, out, ExitConflict, second.stderr.String())
+	}
+
+	control := startDlock(t, nil, s.runArgs("daily", nil, []string{"/bin/sh", "-c", "echo once"})...)
+	if code, _ := control.wait(); code != 0 {
+		t.Fatalf("control run: exit %d; stderr %q", code, control.stderr.String())
+	}
+	s.assertFree("daily")
 }
 
 func TestProcessExitStatus(t *testing.T) {

@@ -34,6 +34,7 @@ const maxLabel = 128
 type runFlags struct {
 	acquireFlags
 	maxHold     time.Duration
+	minHold     time.Duration
 	grace       time.Duration
 	exportToken bool
 }
@@ -60,13 +61,21 @@ exits when COMMAND does, with COMMAND's status (128+N if a signal N killed
 it). While still waiting for the lock they stop dlock instead (exit 128+N).
 On Linux COMMAND is killed if dlock itself is killed with SIGKILL.
 
+With --min-hold D, KEY stays taken until D after the grant even if COMMAND
+ends sooner, whatever its status: a job that every server starts from cron
+then runs at most once per period, even when it takes seconds and the
+servers' clocks or crons disagree by more (use a little less than the
+period, 50m for an hourly job). The lease then no longer depends on this
+dlock process; dlock break frees it early.
+
 COMMAND's environment gets DLOCK_KEY, DLOCK_FENCE (the grant's fencing
 number, to pass to the resource it writes) and DLOCK_LOCK_ID; with
 --export-token also DLOCK_TOKEN; with --backend also DLOCK_BACKEND.
 COMMAND not found exits 127, not executable 126, as in shells.`,
 		Example: `  dlock run nightly-import -- /usr/local/bin/import --full
   dlock run --wait 10m --ttl 1m deploy -- make deploy
-  dlock run -q -E 0 report -- ./report.sh     # skip silently if already running`,
+  dlock run -q -E 0 report -- ./report.sh     # skip silently if already running
+  dlock run -q -E 0 --min-hold 50m import -- ./import.sh   # hourly on every server, runs once an hour`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return e.run(cmd, args, &f)
 		},
@@ -74,6 +83,7 @@ COMMAND not found exits 127, not executable 126, as in shells.`,
 	fs := cmd.Flags()
 	f.register(fs)
 	fs.Var(&durationValue{d: &f.maxHold}, "max-hold", "give the lock up and stop COMMAND after this long (default: no bound)")
+	fs.Var(&durationValue{d: &f.minHold}, "min-hold", "keep KEY taken until this long after the grant, even if COMMAND ends sooner (default: release when COMMAND exits)")
 	f.grace = 5 * time.Second
 	fs.Var(&durationValue{d: &f.grace}, "grace", "time between SIGTERM and SIGKILL when COMMAND must stop")
 	fs.BoolVar(&f.exportToken, "export-token", false, "also give COMMAND the lock's secret token in DLOCK_TOKEN")
@@ -105,6 +115,9 @@ func (e *env) run(cmd *cobra.Command, args []string, f *runFlags) error {
 	if err := f.check(cmd); err != nil {
 		return err
 	}
+	if f.minHold > dlock.MaxTTL {
+		return usageErr(cmd, "bad --min-hold: %v is above %v", f.minHold, dlock.MaxTTL)
+	}
 	if err := checkKey(cmd, key); err != nil {
 		return err
 	}
@@ -133,6 +146,9 @@ func (e *env) run(cmd *cobra.Command, args []string, f *runFlags) error {
 	opts := []dlock.Option{dlock.WithAutoRefresh(true), dlock.WithLabel(label)}
 	if f.maxHold > 0 {
 		opts = append(opts, dlock.WithMaxHold(f.maxHold))
+	}
+	if f.minHold > 0 {
+		opts = append(opts, dlock.WithMinHold(f.minHold))
 	}
 	lock, err := e.take(ctx, c, key, &f.acquireFlags, opts...)
 	if err != nil {
