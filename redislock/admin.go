@@ -166,9 +166,9 @@ func (b *Backend) runBatch(ctx context.Context, s *redis.Script, keys []string, 
 	calls := make([]scriptCall, len(keys))
 	for i, key := range keys {
 		n := b.names(key)
-		calls[i] = scriptCall{s, n.pair(), args(n)}
+		calls[i] = scriptCall{script: s, keys: n.pair(), args: args(n)}
 	}
-	replies, errs := runPipelined(ctx, b.rdb, calls)
+	replies, errs := runPipelined(ctx, b.rdb, calls, replicaWait{})
 	for _, err := range errs {
 		if err != nil {
 			return nil, err

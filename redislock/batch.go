@@ -2,6 +2,7 @@ package redislock
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -30,6 +31,9 @@ type scriptCall struct {
 	script *redis.Script
 	keys   []string
 	args   []any
+	// durable: with WithReplicas, a WAIT follows the script on its
+	// connection, and the reply says how many replicas acknowledged it.
+	durable bool
 }
 
 // queued is a script waiting for a batch, and then for its reply.
@@ -51,7 +55,8 @@ type queued struct {
 const maxInflight = 4
 
 type batcher struct {
-	rdb redis.UniversalClient
+	rdb      redis.UniversalClient
+	replicas replicaWait // zero: no WAIT
 
 	mu       sync.Mutex
 	inflight int // scripts or batches in flight
@@ -83,10 +88,10 @@ func (q *batcher) do(ctx context.Context, direct bool, c scriptCall, late func(r
 	var err error
 	if onCallersGoroutine(ctx, direct) {
 		// As call would, without the closure it allocates.
-		r, err = runScript(ctx, q.rdb, c)
+		r, err = q.run(ctx, c)
 	} else {
 		r, err = call(ctx, false, func(ctx context.Context) (reply, error) {
-			return runScript(ctx, q.rdb, c)
+			return q.run(ctx, c)
 		}, late)
 	}
 	q.next()
@@ -123,7 +128,7 @@ func (q *batcher) send(batch []*queued) {
 			calls[i] = w.scriptCall
 		}
 		ctx, cancel := batchContext(batch)
-		replies, errs := runPipelined(ctx, q.rdb, calls)
+		replies, errs := runPipelined(ctx, q.rdb, calls, q.replicas)
 		cancel()
 		for i, w := range batch {
 			q.deliver(w, replies[i], errs[i])
@@ -188,6 +193,16 @@ func batchContext(batch []*queued) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(base, latest)
 }
 
+// run runs c on its own: as one command, or in a pipeline with the WAIT
+// that must follow it on the same connection.
+func (q *batcher) run(ctx context.Context, c scriptCall) (reply, error) {
+	if c.durable && q.replicas.replicas > 0 {
+		replies, errs := runPipelined(ctx, q.rdb, []scriptCall{c}, q.replicas)
+		return replies[0], errs[0]
+	}
+	return runScript(ctx, q.rdb, c)
+}
+
 // runScript runs c on its own.
 func runScript(ctx context.Context, rdb redis.UniversalClient, c scriptCall) (reply, error) {
 	v, err := c.script.Run(ctx, rdb, c.keys, c.args...).Result()
@@ -198,29 +213,77 @@ func runScript(ctx context.Context, rdb redis.UniversalClient, c scriptCall) (re
 }
 
 // runPipelined runs calls in one pipeline, one round trip, and returns
-// each one's reply or error. A script the server has not cached
-// (NOSCRIPT) is run again through Script.Run, which loads it.
-func runPipelined(ctx context.Context, rdb redis.UniversalClient, calls []scriptCall) ([]reply, []error) {
+// each one's reply or error. With w, if a call is durable, a WAIT ends the
+// pipeline and each durable call's reply counts the replicas that
+// acknowledged it (a pipeline is one connection, and WAIT covers every
+// write made before it on its connection). A script the server has not
+// cached (NOSCRIPT) is run again with its source, which loads it.
+func runPipelined(ctx context.Context, rdb redis.UniversalClient, calls []scriptCall, w replicaWait) ([]reply, []error) {
 	pipe := rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(calls))
 	for i, c := range calls {
 		cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+	}
+	var wait *redis.IntCmd
+	if w.replicas > 0 && slices.ContainsFunc(calls, func(c scriptCall) bool { return c.durable }) {
+		wait = w.cmd(ctx, pipe)
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command
 	now := time.Now()
 	replies := make([]reply, len(calls))
 	errs := make([]error, len(calls))
 	for i, cmd := range cmds {
+		c := calls[i]
 		v, err := cmd.Result()
+		acks := wait
 		if redis.HasErrorPrefix(err, "NOSCRIPT") {
-			c := calls[i]
-			v, err = c.script.Run(ctx, rdb, c.keys, c.args...).Result()
+			v, err, acks = rerun(ctx, rdb, c, wait != nil && c.durable, w)
 			now = time.Now()
 		}
 		if err == nil {
 			replies[i], err = parseReply(v, now)
 		}
+		if err == nil && acks != nil && c.durable {
+			replies[i].acked, err = acks.Val(), acks.Err()
+			if err != nil {
+				err = fmt.Errorf("wait for replicas: %w", err)
+			}
+		}
 		errs[i] = err
 	}
 	return replies, errs
+}
+
+// rerun runs c with its script's source after a NOSCRIPT, with its own
+// WAIT if it needs one.
+func rerun(ctx context.Context, rdb redis.UniversalClient, c scriptCall, durable bool, w replicaWait) (any, error, *redis.IntCmd) {
+	if !durable {
+		v, err := c.script.Run(ctx, rdb, c.keys, c.args...).Result()
+		return v, err, nil
+	}
+	pipe := rdb.Pipeline()
+	cmd := c.script.Eval(ctx, pipe, c.keys, c.args...)
+	wait := w.cmd(ctx, pipe)
+	_, _ = pipe.Exec(ctx)
+	v, err := cmd.Result()
+	return v, err, wait
+}
+
+// replicaWait is how many replicas a durable write must reach, and for how
+// long to wait for them (see WithReplicas).
+type replicaWait struct {
+	replicas int
+	timeout  time.Duration
+}
+
+// cmd queues the WAIT on pipe, for no longer than ctx allows.
+func (w replicaWait) cmd(ctx context.Context, pipe redis.Pipeliner) *redis.IntCmd {
+	d := w.timeout
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl))
+	}
+	// WAIT 0 would wait forever.
+	cmd := redis.NewIntCmd(ctx, "wait", w.replicas, max(d, time.Millisecond).Milliseconds())
+	_ = pipe.Process(ctx, cmd)
+	return cmd
 }

@@ -3,6 +3,7 @@ package redislock_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -82,4 +83,15 @@ func TestConformanceTLS(t *testing.T) {
 	srv := testserver.StartRedisTLS(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, TLSConfig: srv.Config, ContextTimeoutEnabled: true})
 	conform(t, rdb)
+}
+
+// TestConformanceReplicas runs the suite on a master with a replica,
+// every grant and refresh waiting for the replica (WithReplicas(1)).
+func TestConformanceReplicas(t *testing.T) {
+	t.Parallel()
+	master, _ := testserver.StartRedisReplicated(t)
+	rdb := newDirectClient(t, master.Addr)
+	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
+		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()), redislock.WithReplicas(1, time.Second))
+	})
 }

@@ -90,7 +90,7 @@ func (t *ticket) dequeue() {
 	defer cancel()
 	n := t.b.names(t.key)
 	// On failure the ticket lapses at its deadline.
-	_, _ = t.b.script(ctx, scriptCall{dequeueScript, n.dequeueKeys(), []any{t.id, n.channel}}, nil)
+	_, _ = t.b.script(ctx, scriptCall{script: dequeueScript, keys: n.dequeueKeys(), args: []any{t.id, n.channel}}, nil)
 }
 
 // close drops every ticket this backend holds.

@@ -44,11 +44,15 @@
 //   - Mutual exclusion: while the Redis node that owns the key keeps its
 //     data. A failover to a replica that had not received the grant, or a
 //     restart without persistence, loses leases: the holder finds out at
-//     its next refresh (its lost signal fires).
+//     its next refresh (its lost signal fires). [WithReplicas] makes grants
+//     and refreshes wait for replicas, so that a failover to one of them
+//     keeps the lease.
 //   - Fences: strictly increasing while the fence counter survives, that is
-//     with AOF and appendfsync always and no failover. After a restart
-//     without persistence, a failover or an eviction of the counter (use a
-//     noeviction or volatile-* maxmemory policy), fences can repeat.
+//     with AOF and appendfsync always and no failover (or, with
+//     WithReplicas, a failover to a replica that acknowledged). After a
+//     restart without persistence, another failover or an eviction of the
+//     counter (use a noeviction or volatile-* maxmemory policy), fences can
+//     repeat.
 //   - Expiry: at the TTL by the server's clock; a crashed holder's lock is
 //     free after its TTL.
 //
@@ -113,10 +117,11 @@ var (
 type Option func(*options)
 
 type options struct {
-	prefix string
-	fifo   bool
-	grace  time.Duration
-	err    error
+	prefix   string
+	fifo     bool
+	grace    time.Duration
+	replicas replicaWait
+	err      error
 }
 
 // WithPrefix sets the text put in front of every key to form the Redis key.
@@ -162,6 +167,40 @@ func WithFIFOGrace(d time.Duration) Option {
 	}
 }
 
+// DefaultReplicaTimeout is how long a write waits for its replicas with
+// [WithReplicas] when the URL form (?replicas=N) sets no timeout.
+const DefaultReplicaTimeout = time.Second
+
+// WithReplicas makes every grant and refresh count only once n replicas
+// have acknowledged it: a WAIT n follows the script on its connection (in
+// the same round trip), for at most timeout (and no longer than the
+// caller's context). A grant that fewer replicas acknowledged in time is
+// given back and the acquire fails with an error wrapping
+// [dlock.ErrUnavailable]; such a refresh fails the same way, and the lock
+// stays valid until its validity passes, as after any failed refresh.
+//
+// Redis replicates asynchronously, so without it a failover can promote a
+// replica that never saw a grant (or a refresh, or the fence counter's
+// last INCR): a second holder then gets the key, or a fence repeats. With
+// n = the number of replicas a failover may promote, a lease survives a
+// failover and the fence keeps growing across it. This narrows the window;
+// it does not make Redis a consensus store: Sentinel may still promote a
+// replica that did not acknowledge, if the acknowledging ones are cut off.
+//
+// It needs a *redis.Client (a single node, or a Sentinel failover client
+// from redis.NewFailoverClient), since WAIT must follow the write on the
+// same connection; with another client [New] fails with
+// [dlock.ErrInvalidOption], as it does for n < 0 or timeout < 1ms. timeout
+// must be below the client's ReadTimeout. Default n = 0: no WAIT.
+func WithReplicas(n int, timeout time.Duration) Option {
+	return func(o *options) {
+		if n < 0 || (n > 0 && timeout < time.Millisecond) {
+			o.err = fmt.Errorf("redislock: %w: %d replicas within %v", dlock.ErrInvalidOption, n, timeout)
+		}
+		o.replicas = replicaWait{replicas: n, timeout: timeout}
+	}
+}
+
 // New returns a backend over rdb. The caller keeps ownership of rdb. New
 // makes no network call. It fails with [dlock.ErrInvalidOption] for a nil
 // client or an invalid option.
@@ -188,10 +227,14 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Backend, error) {
 	if rdb == nil {
 		return nil, fmt.Errorf("redislock: %w: nil client", dlock.ErrInvalidOption)
 	}
+	if _, ok := rdb.(*redis.Client); o.replicas.replicas > 0 && !ok {
+		return nil, fmt.Errorf("redislock: %w: WithReplicas needs a *redis.Client (single node or Sentinel), not a %T", dlock.ErrInvalidOption, rdb)
+	}
 	b := &Backend{rdb: rdb, prefix: o.prefix, fifo: o.fifo, grace: o.grace, direct: deadlineAware(rdb)}
 	b.notify.init(rdb, o.fifo, o.grace)
 	b.queue.init()
 	b.batch.rdb = rdb
+	b.batch.replicas = o.replicas
 	return b, nil
 }
 
@@ -248,7 +291,7 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 			}
 		}
 	}
-	r, err := b.script(ctx, scriptCall{acquireScript, n.acquireKeys(req.LockID, b.fifo), args}, late)
+	r, err := b.script(ctx, scriptCall{script: acquireScript, keys: n.acquireKeys(req.LockID, b.fifo), args: args, durable: true}, late)
 	if err != nil {
 		return dlock.Record{}, false, b.fail(ctx, "acquire", req.Key, err)
 	}
@@ -260,6 +303,10 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		ticket.granted()
 		if r.n <= 0 {
 			return dlock.Record{}, false, fmt.Errorf("redislock: acquire %q: %w: fence %d", req.Key, dlock.ErrCorrupt, r.n)
+		}
+		if err := b.replicated(r); err != nil {
+			// The core gives the grant back, as after any failed acquire.
+			return dlock.Record{}, false, fmt.Errorf("redislock: acquire %q: %w", req.Key, err)
 		}
 		return dlock.Record{
 			Key:        req.Key,
@@ -352,12 +399,15 @@ const lateReleaseTimeout = 5 * time.Second
 // Refresh implements [dlock.Backend].
 func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Duration) (dlock.Record, error) {
 	n := b.names(key)
-	r, err := b.script(ctx, scriptCall{refreshScript, n.pair(), []any{token, ttl.Milliseconds()}}, nil)
+	r, err := b.script(ctx, scriptCall{script: refreshScript, keys: n.pair(), args: []any{token, ttl.Milliseconds()}, durable: true}, nil)
 	if err != nil {
 		return dlock.Record{}, b.fail(ctx, "refresh", key, err)
 	}
 	if r.state != stateRefreshed {
 		return dlock.Record{}, fmt.Errorf("redislock: refresh %q: %w", key, dlock.ErrNotHeld)
+	}
+	if err := b.replicated(r); err != nil {
+		return dlock.Record{}, fmt.Errorf("redislock: refresh %q: %w", key, err)
 	}
 	rec, err := r.record(key)
 	if err != nil {
@@ -365,6 +415,16 @@ func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Durat
 	}
 	rec.LockID = dlock.LockID(token) // even if the metadata was lost
 	return rec, nil
+}
+
+// replicated reports an error wrapping [dlock.ErrUnavailable] if the write
+// r replies to reached fewer replicas than WithReplicas asks for.
+func (b *Backend) replicated(r reply) error {
+	w := b.batch.replicas
+	if r.acked >= int64(w.replicas) {
+		return nil
+	}
+	return fmt.Errorf("%w: acknowledged by %d of %d replicas within %v", dlock.ErrUnavailable, r.acked, w.replicas, w.timeout)
 }
 
 // Release implements [dlock.Backend].
@@ -376,7 +436,7 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 	if b.fifo {
 		args = append(args, id, b.grace.Milliseconds())
 	}
-	r, err := b.script(ctx, scriptCall{releaseScript, n.releaseKeys(id, b.fifo), args}, nil)
+	r, err := b.script(ctx, scriptCall{script: releaseScript, keys: n.releaseKeys(id, b.fifo), args: args}, nil)
 	if err != nil {
 		return b.fail(ctx, "release", key, err)
 	}
@@ -391,7 +451,7 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 // a dlock token, its expiry, fence 0 and no owner.
 func (b *Backend) Inspect(ctx context.Context, key string) (dlock.Record, bool, error) {
 	n := b.names(key)
-	r, err := b.script(ctx, scriptCall{inspectScript, n.pair(), nil}, nil)
+	r, err := b.script(ctx, scriptCall{script: inspectScript, keys: n.pair()}, nil)
 	if err != nil {
 		return dlock.Record{}, false, b.fail(ctx, "inspect", key, err)
 	}
@@ -409,7 +469,7 @@ func (b *Backend) Inspect(ctx context.Context, key string) (dlock.Record, bool, 
 // library's lock.
 func (b *Backend) Break(ctx context.Context, key string) (dlock.Record, bool, error) {
 	n := b.names(key)
-	r, err := b.script(ctx, scriptCall{breakScript, n.pair(), []any{n.channel}}, nil)
+	r, err := b.script(ctx, scriptCall{script: breakScript, keys: n.pair(), args: []any{n.channel}}, nil)
 	if err != nil {
 		return dlock.Record{}, false, b.fail(ctx, "break", key, err)
 	}
@@ -536,6 +596,7 @@ type reply struct {
 	state int64
 	vals  []any // vals[0] is the state
 	n     int64 // the reply, if a bare integer (state stateNumber)
+	acked int64 // durable call with WithReplicas: replicas that acknowledged it
 }
 
 func parseReply(v any, local time.Time) (reply, error) {

@@ -19,6 +19,7 @@ func FuzzBackendURL(f *testing.F) {
 		"redis+cluster://a:1,b:2", "redis+sentinel://u:pw123456@a:1,b:2/master/3",
 		"memcached://h:11211", "memcached://a:1,b:2", "memcached://", "redis://u:sekrit99@h:bad",
 		"redis://u:sekrit99@[::1", "etcd://x", "://", "redis://h:1/notadb", "redis://h?fifo=maybe",
+		"redis://h?replicas=2", "redis://h?replicas=-1", "redis+cluster://a:1?replicas=1",
 	} {
 		f.Add(seed)
 	}

@@ -29,6 +29,7 @@ func init() {
 			"redis+sentinel://[user:pass@]h1:p1,h2:p2/master[/db]   Sentinel failover; rediss+sentinel://",
 			"                         ?prefix=P (default dlock:, empty: bare keys for SET-NX-PX compatibility)",
 			"                         ?fifo=1 first-come-first-served order (see docs/redis.md)",
+			"                         ?replicas=N a grant or refresh counts once N replicas have it (not with +cluster)",
 		},
 	}
 }
@@ -73,6 +74,14 @@ func openRedis(_ context.Context, u *url.URL) (dlock.Backend, error) {
 		opts = append(opts, redislock.WithFIFO(on))
 		q.Del("fifo")
 	}
+	if v, ok := q["replicas"]; ok {
+		n, err := strconv.Atoi(v[len(v)-1])
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%w: replicas=%q is not a number of replicas", errBadURL, v[len(v)-1])
+		}
+		opts = append(opts, redislock.WithReplicas(n, redislock.DefaultReplicaTimeout))
+		q.Del("replicas")
+	}
 	var rdb redis.UniversalClient
 	switch kind {
 	case "":
@@ -103,7 +112,7 @@ func openRedis(_ context.Context, u *url.URL) (dlock.Backend, error) {
 		rdb = redis.NewClusterClient(o)
 	case "sentinel":
 		if len(q) > 0 {
-			return nil, fmt.Errorf("%w: %s:// takes only ?prefix and ?fifo", errBadURL, scheme)
+			return nil, fmt.Errorf("%w: %s:// takes only ?prefix, ?fifo and ?replicas", errBadURL, scheme)
 		}
 		addrs, err := redisAddrs(u.Host)
 		if err != nil {

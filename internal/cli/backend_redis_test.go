@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/dlock-dev/dlock/internal/testserver"
 )
 
@@ -38,4 +40,27 @@ func TestRedisTLSBackend(t *testing.T) {
 	}
 	s.mustDlock(0, "release", "job", strings.TrimSpace(token))
 	s.assertFree("job")
+}
+
+// The CLI with ?replicas=1: a grant that the replica acknowledged works as
+// usual; once the replica has stopped replicating, acquire exits 69 with
+// one line saying why, and leaves the key free.
+func TestRedisReplicasBackend(t *testing.T) {
+	master, replica := testserver.StartRedisReplicated(t)
+	s := &store{t: t, url: "redis://" + master.Addr + "?replicas=1"}
+	token, _ := s.mustDlock(0, "acquire", "--ttl", "1m", "-q", "job")
+	s.mustDlock(0, "release", "job", strings.TrimSpace(token))
+
+	rdb := redis.NewClient(&redis.Options{Addr: replica.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	if err := rdb.Do(t.Context(), "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		t.Fatalf("REPLICAOF NO ONE: %v", err)
+	}
+	_, stderr := s.mustDlock(ExitUnavailable, "acquire", "--ttl", "1m", "-q", "job")
+	oneLineContaining(t, stderr, "acknowledged by 0 of 1 replicas")
+	s.assertFree("job")
+
+	cluster := &store{t: t, url: "redis+cluster://" + master.Addr + "?replicas=1"}
+	_, stderr = cluster.mustDlock(ExitUsage, "status", "job")
+	oneLineContaining(t, stderr, "WithReplicas needs a *redis.Client")
 }

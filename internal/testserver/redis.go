@@ -165,21 +165,31 @@ func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	return startSentinel(t, StartRedis(t), nil)
 }
 
+// StartRedisReplicated starts a master (as [StartRedis] does) and a
+// replica of it, and waits until the replica's link to the master is up.
+func StartRedisReplicated(t testing.TB) (master, replica *Redis) {
+	t.Helper()
+	// Without the delay a master waits 5s for more replicas before a sync.
+	master = StartRedis(t, "--repl-diskless-sync-delay", "0")
+	replica = StartRedis(t, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := waitInfo(ctx, replica.Addr, "replication", "master_link_status:up"); err != nil {
+		t.Fatalf("testserver: replica %s of %s: %v", replica.Addr, master.Addr, err)
+	}
+	return master, replica
+}
+
 // StartRedisFailover is [StartRedisSentinel] with a replica of the master
 // that the Sentinel knows, so that [RedisSentinel.Failover] can promote
 // it.
 func StartRedisFailover(t testing.TB) *RedisSentinel {
 	t.Helper()
-	// Without the delay a master waits 5s for more replicas before a sync.
-	master := StartRedis(t, "--repl-diskless-sync-delay", "0")
-	replica := StartRedis(t, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
 	// The Sentinel learns of replicas from the master's INFO, which it
 	// reads when it connects: a replica linked by then is known at once.
-	if err := waitInfo(ctx, replica.Addr, "replication", "master_link_status:up"); err != nil {
-		t.Fatalf("testserver: replica %s of %s: %v", replica.Addr, master.Addr, err)
-	}
+	master, replica := StartRedisReplicated(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
 	s := startSentinel(t, master, replica)
 	// A failover waits for the Sentinel's periodic reads of each server's
 	// INFO (every 10s) to see the promotion, and turns the former master
