@@ -239,8 +239,10 @@ func (l *Lock) Release(ctx context.Context) error {
 	if errors.Is(prior, ErrReleased) {
 		return fmt.Errorf("dlock: release %q: %w: already released", l.key, ErrNotHeld)
 	}
-	if rest := time.Until(l.keepUntil); prior == nil && rest > 0 {
-		return l.keep(ctx, rest)
+	if prior == nil && !l.keepUntil.IsZero() {
+		if rest := time.Until(l.keepUntil); rest > 0 {
+			return l.keep(ctx, rest)
+		}
 	}
 	// Even a lost lock is released in the store: validity may have passed
 	// on our clock while the lease still stands there.

@@ -237,7 +237,7 @@ func runPipelined(ctx context.Context, rdb redis.UniversalClient, calls []script
 		v, err := cmd.Result()
 		acks := wait
 		if redis.HasErrorPrefix(err, "NOSCRIPT") {
-			v, err, acks = rerun(ctx, rdb, c, wait != nil && c.durable, w)
+			v, acks, err = rerun(ctx, rdb, c, wait != nil && c.durable, w)
 			now = time.Now()
 		}
 		if err == nil {
@@ -256,17 +256,17 @@ func runPipelined(ctx context.Context, rdb redis.UniversalClient, calls []script
 
 // rerun runs c with its script's source after a NOSCRIPT, with its own
 // WAIT if it needs one.
-func rerun(ctx context.Context, rdb redis.UniversalClient, c scriptCall, durable bool, w replicaWait) (any, error, *redis.IntCmd) {
+func rerun(ctx context.Context, rdb redis.UniversalClient, c scriptCall, durable bool, w replicaWait) (any, *redis.IntCmd, error) {
 	if !durable {
 		v, err := c.script.Run(ctx, rdb, c.keys, c.args...).Result()
-		return v, err, nil
+		return v, nil, err
 	}
 	pipe := rdb.Pipeline()
 	cmd := c.script.Eval(ctx, pipe, c.keys, c.args...)
 	wait := w.cmd(ctx, pipe)
 	_, _ = pipe.Exec(ctx)
 	v, err := cmd.Result()
-	return v, err, wait
+	return v, wait, err
 }
 
 // replicaWait is how many replicas a durable write must reach, and for how

@@ -92,6 +92,6 @@ func TestConformanceReplicas(t *testing.T) {
 	master, _ := testserver.StartRedisReplicated(t)
 	rdb := newDirectClient(t, master.Addr)
 	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
-		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()), redislock.WithReplicas(1, time.Second))
+		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()), redislock.WithReplicas(1, 2*time.Second))
 	})
 }

@@ -22,7 +22,7 @@ func TestReplicas(t *testing.T) {
 	master, replica := testserver.StartRedisReplicated(t)
 	rdb := newDirectClient(t, master.Addr)
 	onReplica := newClient(t, replica.Addr)
-	c := dlock.New(newBackend(t, rdb, redislock.WithReplicas(1, 300*time.Millisecond)))
+	c := dlock.New(newBackend(t, rdb, redislock.WithReplicas(1, 2*time.Second)))
 	ctx := t.Context()
 
 	l, err := c.TryAcquire(ctx, "replicated", dlock.WithTTL(time.Minute))

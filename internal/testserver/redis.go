@@ -177,7 +177,34 @@ func StartRedisReplicated(t testing.TB) (master, replica *Redis) {
 	if err := waitInfo(ctx, replica.Addr, "replication", "master_link_status:up"); err != nil {
 		t.Fatalf("testserver: replica %s of %s: %v", replica.Addr, master.Addr, err)
 	}
+	// After a diskless sync the master counts the replica online only once
+	// it has acknowledged something: until then WAIT counts it out.
+	if err := waitAcked(ctx, master.Addr); err != nil {
+		t.Fatalf("testserver: replica %s of %s: %v", replica.Addr, master.Addr, err)
+	}
 	return master, replica
+}
+
+// waitAcked writes to the master at addr until a replica acknowledges a
+// write (WAIT, on the write's own connection).
+func waitAcked(ctx context.Context, addr string) error {
+	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 1})
+	defer rdb.Close()
+	return poll(ctx, func() error {
+		var wait *redis.IntCmd
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, "testserver:replicated", "1", 0)
+			wait = redis.NewIntCmd(ctx, "wait", 1, 100)
+			return p.Process(ctx, wait)
+		})
+		if err != nil {
+			return err
+		}
+		if wait.Val() < 1 {
+			return errors.New("no replica acknowledged a write")
+		}
+		return nil
+	})
 }
 
 // StartRedisFailover is [StartRedisSentinel] with a replica of the master
