@@ -51,7 +51,9 @@
 // nothing. A release touches the times only when some process waits: each
 // waiting Backend holds an open-file-description read lock on a byte far
 // past the record (its wait mark, gone with its process), which the
-// release asks for. Elsewhere the core polls with backoff.
+// release asks for. A process that cannot get an inotify instance (Linux
+// allows 128 per user by default, fs.inotify.max_user_instances) is woken
+// by the 100ms poll alone. Elsewhere the core polls with backoff.
 //
 // # Fences
 //
