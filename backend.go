@@ -86,14 +86,19 @@ type Breaker interface {
 	Break(ctx context.Context, key string) (rec Record, found bool, err error)
 }
 
-// Keeper is a Backend whose leases can end with their holder's process:
-// the file backend frees the key of a provably dead holder at once. Keep
-// extends the lease of key to ttl from now, as Refresh does, and detaches it
-// from the holder's process, so that it lasts until ttl from now whatever
-// becomes of the process. It returns an error wrapping ErrNotHeld if token
-// does not hold a live lease on key. [WithMinHold] uses it; on a backend
-// that is not a Keeper, a lease never depends on its holder's process, and
-// the core uses Refresh.
+// Keeper is a Backend with more to do than a refresh when a lease is kept
+// for [WithMinHold] after its holder released it. Keep sets the lease of
+// key to ttl from now, as Refresh does, and besides:
+//
+//   - detaches the lease from the holder's process where leases depend on
+//     one (the file backend frees a provably dead holder's key at once), so
+//     that it lasts until ttl from now whatever becomes of the process;
+//   - wakes the key's waiters, as a release does, if the lease now ends
+//     sooner than before: a waiter that was refused sleeps until the expiry
+//     it was told of, unless woken.
+//
+// It returns an error wrapping ErrNotHeld if token does not hold a live
+// lease on key. On a backend that is not a Keeper the core uses Refresh.
 type Keeper interface {
 	Keep(ctx context.Context, key, token string, ttl time.Duration) error
 }

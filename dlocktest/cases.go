@@ -46,6 +46,7 @@ func (s *suite) cases() []testCase {
 		{"min hold keeps the key after an early release", testMinHold},
 		{"min hold is over: release frees at once", testMinHoldOver},
 		{"min hold does not keep a broken lock", testMinHoldBroken},
+		{"min hold that shortens the lease wakes waiters", testMinHoldWakes},
 		{"do runs fn under the lock", testDo},
 		{"do releases on error", testDoError},
 		{"do releases on panic", testDoPanic},
@@ -970,6 +971,20 @@ func testMinHold(e *env) {
 			t.Errorf("the key was free %v after the grant, before its min hold %v", got, hold)
 		}
 		e.release(next)
+	}
+}
+
+// testMinHoldWakes: a waiter refused while the lease had a minute left is
+// granted soon after the holder releases with a short min hold, not a
+// minute later: the kept lease ends sooner than the waiter was told.
+func testMinHoldWakes(e *env) {
+	t, ctx := e.t, e.t.Context()
+	key := e.key("kept-shorter")
+	l := e.acquire(e.c1, key, dlock.WithTTL(time.Minute), dlock.WithMinHold(3*e.short))
+	done := e.startWaiter(ctx, key, dlock.WithMaxWait(e.patience))
+	e.release(l)
+	if err := <-done; err != nil {
+		t.Fatalf("waiter refused while the lease had 1m left, after a release with a min hold of %v: %v", 3*e.short, err)
 	}
 }
 

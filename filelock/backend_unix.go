@@ -303,14 +303,17 @@ func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Durat
 // Keep implements [dlock.Keeper]: a refresh that also forgets the holder's
 // pid, so that the dead-holder check no longer applies and the lease lasts
 // its ttl after the holder's process has exited. The host and label stay
-// for inspection.
+// for inspection. (Like a refresh, it wakes waiters if the lease now ends
+// sooner.)
 func (b *Backend) Keep(ctx context.Context, key, token string, ttl time.Duration) error {
 	_, err := b.extend(ctx, "keep", key, token, ttl, true)
 	return err
 }
 
 // extend sets the lease of key, if token holds it, to ttl from now, and with
-// detach forgets its holder's process.
+// detach forgets its holder's process. If that ends the lease sooner, the
+// key's waiters, who sleep until the expiry they were told of (or the next
+// dead-holder poll), are woken to look again.
 func (b *Backend) extend(ctx context.Context, op, key, token string, ttl time.Duration, detach bool) (dlock.Record, error) {
 	f, cur, empty, err := b.lockRecord(ctx, key, false, unix.LOCK_EX)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -325,6 +328,10 @@ func (b *Backend) extend(ctx context.Context, op, key, token string, ttl time.Du
 	if empty || !cur.heldBy(&hash) || !b.live(&cur, now) {
 		return dlock.Record{}, b.opError(op, key, dlock.ErrNotHeld)
 	}
+	shorter := now.wall.Add(ttl).Before(cur.ExpiresAt)
+	if now.mono != 0 && cur.ExpiresMono != 0 {
+		shorter = now.mono+int64(ttl) < cur.ExpiresMono
+	}
 	cur.ExpiresAt = now.wall.Add(ttl)
 	if now.mono != 0 {
 		// live() said the record is of this boot or has no monotonic
@@ -336,6 +343,9 @@ func (b *Backend) extend(ctx context.Context, op, key, token string, ttl time.Du
 	}
 	if err := f.write(&cur, b.opts.sync); err != nil {
 		return dlock.Record{}, b.opError(op, key, err)
+	}
+	if shorter {
+		wakeWaiters(f.fd)
 	}
 	return b.public(&cur, now), nil
 }

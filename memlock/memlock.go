@@ -37,6 +37,7 @@ var (
 	_ dlock.Cleaner       = (*Backend)(nil)
 	_ dlock.Breaker       = (*Backend)(nil)
 	_ dlock.Notifier      = (*Backend)(nil)
+	_ dlock.Keeper        = (*Backend)(nil)
 )
 
 // New returns an empty in-memory backend.
@@ -83,6 +84,20 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 
 // Refresh implements [dlock.Backend].
 func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Duration) (dlock.Record, error) {
+	return b.extend(ctx, "refresh", key, token, ttl)
+}
+
+// Keep implements [dlock.Keeper]: a refresh that wakes the key's waiters
+// if the lease now ends sooner.
+func (b *Backend) Keep(ctx context.Context, key, token string, ttl time.Duration) error {
+	_, err := b.extend(ctx, "keep", key, token, ttl)
+	return err
+}
+
+// extend sets the lease of key, if token holds it, to ttl from now; if
+// that ends it sooner, its waiters, who sleep until the expiry they were
+// told of, are woken to look again.
+func (b *Backend) extend(ctx context.Context, op, key, token string, ttl time.Duration) (dlock.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return dlock.Record{}, err
 	}
@@ -91,9 +106,13 @@ func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Durat
 	now := time.Now()
 	l, ok := b.live(key, now)
 	if !ok || l.token != token {
-		return dlock.Record{}, fmt.Errorf("memlock: refresh %q: %w", key, dlock.ErrNotHeld)
+		return dlock.Record{}, fmt.Errorf("memlock: %s %q: %w", op, key, dlock.ErrNotHeld)
 	}
-	l.rec.ExpiresAt = now.Add(ttl)
+	until := now.Add(ttl)
+	if until.Before(l.rec.ExpiresAt) {
+		b.wake(key)
+	}
+	l.rec.ExpiresAt = until
 	return l.rec, nil
 }
 
@@ -115,6 +134,11 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 // remove deletes key's lease and wakes its watchers. Callers hold b.mu.
 func (b *Backend) remove(key string) {
 	delete(b.leases, key)
+	b.wake(key)
+}
+
+// wake wakes key's watchers. Callers hold b.mu.
+func (b *Backend) wake(key string) {
 	for ch := range b.watchers[key] {
 		select {
 		case ch <- struct{}{}:

@@ -111,6 +111,7 @@ var (
 	_ dlock.Cleaner       = (*Backend)(nil)
 	_ dlock.Breaker       = (*Backend)(nil)
 	_ dlock.Notifier      = (*Backend)(nil)
+	_ dlock.Keeper        = (*Backend)(nil)
 )
 
 // Option configures a [Backend].
@@ -415,6 +416,25 @@ func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Durat
 	}
 	rec.LockID = dlock.LockID(token) // even if the metadata was lost
 	return rec, nil
+}
+
+// Keep implements [dlock.Keeper]: a refresh that wakes the key's waiters
+// if the lease now ends sooner. A Redis lease does not depend on its
+// holder's process.
+func (b *Backend) Keep(ctx context.Context, key, token string, ttl time.Duration) error {
+	n := b.names(key)
+	args := []any{token, ttl.Milliseconds(), n.channel}
+	r, err := b.script(ctx, scriptCall{script: keepScript, keys: n.pair(), args: args, durable: true}, nil)
+	if err != nil {
+		return b.fail(ctx, "keep", key, err)
+	}
+	if r.state != stateNumber || r.n != 1 {
+		return fmt.Errorf("redislock: keep %q: %w", key, dlock.ErrNotHeld)
+	}
+	if err := b.replicated(r); err != nil {
+		return fmt.Errorf("redislock: keep %q: %w", key, err)
+	}
+	return nil
 }
 
 // replicated reports an error wrapping [dlock.ErrUnavailable] if the write

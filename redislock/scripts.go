@@ -220,6 +220,21 @@ local fence, sum, id, at, host, pid, label = cmsgpack.unpack(m)
 return {5, false, tonumber(ARGV[2]), id, fence, at, host, pid, label}
 `)
 
+// keepScript: KEYS lock, meta; ARGV token, ttl ms, channel. A refresh for
+// a lease kept after its holder released it (dlock.WithMinHold) that, if
+// the lease now ends sooner, wakes the key's waiters as a release does:
+// they sleep until the expiry they were told of. Replies 1, or 0 if the
+// token does not hold the key.
+var keepScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local ttl = tonumber(ARGV[2])
+local before = redis.call('PTTL', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+if ttl < before then redis.call('PUBLISH', ARGV[3], '') end
+return 1
+`)
+
 // releaseScript: KEYS lock, meta, void, and with FIFO queue, qexp; ARGV
 // token, channel, and with FIFO the lock id and the grace ms. A token that
 // does not hold the key is marked void. The release is published to wake
