@@ -39,6 +39,7 @@ type stressFlags struct {
 	hold     time.Duration
 	ttl      time.Duration
 	wait     time.Duration
+	minHold  time.Duration
 	key      string
 	report   string
 	timeline string
@@ -68,7 +69,10 @@ DLOCK_KEY, DLOCK_FENCE and DLOCK_LOCK_ID.
 
 --mode exclusive: a run that finds the lock held is refused at once (exit 75,
 "already running"). --mode queue: every run waits (up to --wait) and all n
-run, one at a time.
+run, one at a time. --min-hold D (exclusive mode) passes --min-hold D to
+every run: a job that must run once per period, started by many at once;
+the verdict then also checks that no two runs started within D of each
+other (less a second for a run's start-up).
 
 The verdict is clean when no two critical sections overlap (on this host's
 clock, cross-checked with the order the fenced resource accepted the runs),
@@ -88,6 +92,7 @@ command line, 69 when the store cannot be reached (checked before anything
 is launched), 128+N when interrupted by signal N.`,
 		Example: `  dlock stress                                   # 1000 runs, exclusive, 1s hold
   dlock stress -n 200 --mode queue --hold 10ms   # all 200 run, one at a time
+  dlock stress --min-hold 1m                     # once per minute: of 1000, one runs
   dlock stress -n 50 --report runs.jsonl --timeline runs.svg
   dlock stress --backend file:///tmp/locks -n 100 -- ./job.sh`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -101,6 +106,7 @@ is launched), 128+N when interrupted by signal N.`,
 	fs.Var(&durationValue{d: &f.hold}, "hold", "how long the default job holds the lock")
 	fs.Var(&durationValue{d: &f.ttl}, "ttl", "--ttl of each dlock run (default: 3 x --hold, at least 10s)")
 	fs.Var(&waitValue{d: &f.wait}, "wait", `queue mode: how long each run waits for the lock (default: n x (hold + 1s) + 1m)`)
+	fs.Var(&durationValue{d: &f.minHold}, "min-hold", "exclusive mode: each run's --min-hold; the verdict checks that runs start at least this far apart")
 	fs.StringVar(&f.key, "key", "dlock-stress", "the key every run locks")
 	fs.StringVar(&f.report, "report", "", "write the per-run log to FILE as JSON lines")
 	fs.StringVar(&f.timeline, "timeline", "", "draw the runs on a time axis into FILE.svg (or FILE.html)")
@@ -258,8 +264,14 @@ func (f *stressFlags) config(cmd *cobra.Command, args []string) (stress.Config, 
 	if mode == stress.Exclusive && cmd.Flags().Changed("wait") {
 		return cfg, usageErr(cmd, "--wait is for --mode queue; exclusive runs never wait")
 	}
+	if f.minHold > 0 && mode == stress.Queue {
+		return cfg, usageErr(cmd, "--min-hold is for --mode exclusive; queued runs would each keep the key for it")
+	}
+	if f.minHold > dlock.MaxTTL {
+		return cfg, usageErr(cmd, "bad --min-hold: %v is above %v", f.minHold, dlock.MaxTTL)
+	}
 	return stress.Config{
-		N: f.n, Mode: mode, Key: f.key, Hold: f.hold, TTL: ttl, Wait: wait, Command: args,
+		N: f.n, Mode: mode, Key: f.key, Hold: f.hold, TTL: ttl, Wait: wait, MinHold: f.minHold, Command: args,
 	}, nil
 }
 

@@ -27,14 +27,15 @@ func init() {
 
 // stressSummary is the part of `dlock stress --json` the tests read.
 type stressSummary struct {
-	Mode     string  `json:"mode"`
-	Launched int     `json:"launched"`
-	Ran      int     `json:"ran"`
-	Refused  int     `json:"refused"`
-	Failed   int     `json:"failed"`
-	Overlaps int     `json:"overlaps"`
-	WaitP50  float64 `json:"wait_p50_ms"`
-	Verdict  struct {
+	Mode      string  `json:"mode"`
+	Launched  int     `json:"launched"`
+	Ran       int     `json:"ran"`
+	Refused   int     `json:"refused"`
+	Failed    int     `json:"failed"`
+	Overlaps  int     `json:"overlaps"`
+	MinHoldMS float64 `json:"min_hold_ms"`
+	WaitP50   float64 `json:"wait_p50_ms"`
+	Verdict   struct {
 		Clean    bool `json:"clean"`
 		Problems []struct {
 			Kind    string `json:"kind"`
@@ -47,10 +48,15 @@ type stressSummary struct {
 // returns its exit status, JSON summary and stderr.
 func runStress(t *testing.T, args ...string) (int, stressSummary, string) {
 	t.Helper()
+	return runStressIn(t, newStore(t), args...)
+}
+
+// runStressIn is runStress against the store s.
+func runStressIn(t *testing.T, s *store, args ...string) (int, stressSummary, string) {
+	t.Helper()
 	// The launched test binaries are built with -race, which sleeps a
 	// second at exit by default: not here.
 	t.Setenv("GORACE", os.Getenv("GORACE")+" atexit_sleep_ms=0")
-	s := newStore(t)
 	code, out, errOut := s.dlock(append([]string{"--json", "stress", "--progress", "never"}, args...)...)
 	var sum stressSummary
 	if err := json.Unmarshal([]byte(out), &sum); err != nil {
@@ -124,6 +130,23 @@ func TestStressExclusive(t *testing.T) {
 	}
 }
 
+// TestStressMinHold: with --min-hold every run is `dlock run --min-hold`,
+// so one run holds the lock and every later one is refused, and the key is
+// still taken after the stress, when every process has exited.
+func TestStressMinHold(t *testing.T) {
+	s := newStore(t)
+	code, sum, errOut := runStressIn(t, s, "-n", "10", "--hold", "20ms", "--min-hold", "1m", "--key", "stress-minhold")
+	if code != 0 || !sum.Verdict.Clean {
+		t.Fatalf("exit %d, verdict %+v\nstderr: %s", code, sum.Verdict, errOut)
+	}
+	if sum.Ran != 1 || sum.Refused != 9 || sum.MinHoldMS != 60000 {
+		t.Errorf("summary %+v, want 1 ran, 9 refused, min hold 60000ms", sum)
+	}
+	if code, _, _ := s.dlock("run", "stress-minhold", "--", "true"); code != ExitConflict {
+		t.Errorf("a run after the stress: exit %d, want %d (the key kept for 1m)", code, ExitConflict)
+	}
+}
+
 func TestStressQueue(t *testing.T) {
 	code, sum, errOut := runStress(t, "-n", "10", "--mode", "queue", "--hold", "20ms", "--key", "stress-queue")
 	if code != 0 || !sum.Verdict.Clean {
@@ -192,6 +215,8 @@ func TestStressUsage(t *testing.T) {
 		{"stress", "--progress", "sometimes"},
 		{"stress", "--ttl", "1ms"},
 		{"stress", "--key", ""},
+		{"stress", "--mode", "queue", "--min-hold", "1m"},
+		{"stress", "--min-hold", "-1s"},
 		{"stress", "stray"},
 	} {
 		code, out, errOut := s.dlock(args...)

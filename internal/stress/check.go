@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dlock-dev/dlock/internal/fence"
 )
@@ -15,6 +16,9 @@ type Log struct {
 	N       int      // processes launched; runs are numbered 0..N-1
 	Mode    Mode     // exclusive or queue
 	Records []Record // one per run, in any order
+	// MinHold is the runs' --min-hold: successive critical sections must
+	// start at least this far apart (less minHoldSlack).
+	MinHold time.Duration
 
 	// Resource is the fenced resource's accepted writes, in the order it
 	// accepted them. If nil, the cross-check against it is skipped (a log
@@ -34,7 +38,14 @@ const (
 	KindRefused     Kind = "refused"     // queue mode: a run was refused instead of waiting
 	KindNoHolder    Kind = "no-holder"   // no run held the lock at all
 	KindResource    Kind = "resource"    // the fenced resource disagrees with the runs' own logs
+	KindMinHold     Kind = "min-hold"    // two critical sections started within --min-hold of each other
 )
+
+// minHoldSlack is what a start may lack of --min-hold after the previous
+// one: the key is kept from the previous grant's reply, which its job
+// notes as its start only after dlock has started it (a fork and exec,
+// slow with a thousand processes starting on two cores).
+const minHoldSlack = time.Second
 
 // Problem is one reason a verdict is not clean.
 type Problem struct {
@@ -63,6 +74,8 @@ const maxListed = 10
 //   - sorted by start, no critical section starts before an earlier one
 //     has finished (all runs share one host's wall clock);
 //   - in that order, fences strictly increase;
+//   - with MinHold, in that order, each start is at least MinHold after
+//     the one before, less a second ([minHoldSlack]);
 //   - if Resource is given: every write came from a run that held the
 //     lock, with that run's fence; no run wrote between another run's
 //     start and finish entries; the order in which the resource accepted
@@ -75,6 +88,9 @@ func Check(log Log) Verdict {
 	c.accounting(log)
 	held := c.held(log.Records)
 	c.overlapsAndFences(held)
+	if log.MinHold > 0 {
+		c.minHold(held, log.MinHold)
+	}
 	if log.Resource != nil {
 		c.resource(log.Resource, held)
 	}
@@ -208,6 +224,18 @@ func (c *checker) overlapsAndFences(held []Record) {
 		}
 		if r.Finish.After(last.Finish) {
 			last = r
+		}
+	}
+}
+
+// minHold checks that successive holders (sorted by start) started at
+// least d apart, less minHoldSlack.
+func (c *checker) minHold(held []Record, d time.Duration) {
+	for i := 1; i < len(held); i++ {
+		prev, r := held[i-1], held[i]
+		if gap := r.Start.Sub(prev.Start); gap < d-minHoldSlack {
+			c.add(KindMinHold, []int{prev.Run, r.Run},
+				"run %d started %v after run %d, within --min-hold %v", r.Run, gap, prev.Run, d)
 		}
 	}
 }

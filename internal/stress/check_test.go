@@ -199,6 +199,26 @@ func TestCheck(t *testing.T) {
 			runs: [][]int{nil},
 		},
 		{
+			name: "min hold kept: starts a min hold apart",
+			log: Log{N: 3, Mode: Exclusive, MinHold: 2 * time.Second,
+				Records:  []Record{ran(0, 5, 10, 20), ran(1, 6, 2010, 2020), refused(2)},
+				Resource: writes(ran(0, 5, 10, 20), ran(1, 6, 2010, 2020))},
+		},
+		{
+			name: "min hold kept, less a second of start-up",
+			log: Log{N: 2, Mode: Exclusive, MinHold: 2 * time.Second,
+				Records:  []Record{ran(0, 5, 10, 20), ran(1, 6, 1010, 1020)},
+				Resource: writes(ran(0, 5, 10, 20), ran(1, 6, 1010, 1020))},
+		},
+		{
+			name: "min hold broken: the next run started after the hold",
+			log: Log{N: 3, Mode: Exclusive, MinHold: 2 * time.Second,
+				Records:  []Record{ran(0, 5, 10, 20), ran(1, 6, 1009, 1020), ran(2, 7, 3100, 3110)},
+				Resource: writes(ran(0, 5, 10, 20), ran(1, 6, 1009, 1020), ran(2, 7, 3100, 3110))},
+			want: []Kind{KindMinHold},
+			runs: [][]int{{0, 1}},
+		},
+		{
 			name: "a run whose last write was refused is closed by the next start",
 			log: Log{N: 2, Mode: Queue,
 				Records: []Record{

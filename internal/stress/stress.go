@@ -31,6 +31,10 @@ type Config struct {
 	Key  string        // the key every run locks
 	Hold time.Duration // how long the default job holds the lock
 	TTL  time.Duration // --ttl of each `dlock run`
+	// MinHold is --min-hold of each `dlock run` (0: none): the key stays
+	// taken that long after each grant, so that one run at most starts in
+	// any such period.
+	MinHold time.Duration
 	// Wait is how long a queued run waits for the lock (--wait); a
 	// negative value waits forever. Ignored in exclusive mode.
 	Wait time.Duration
@@ -109,7 +113,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	for i, p := range launched.Procs {
 		r.Records[i] = classify(p, workers[i])
 	}
-	r.Verdict = Check(Log{N: cfg.N, Mode: cfg.Mode, Records: r.Records, Resource: entries})
+	r.Verdict = Check(Log{N: cfg.N, Mode: cfg.Mode, Records: r.Records, Resource: entries, MinHold: cfg.MinHold})
 	return r, launchErr
 }
 
@@ -129,7 +133,7 @@ func (cfg *Config) check() error {
 
 // argv is the command line of run i:
 //
-//	dlock GLOBAL run --ttl T --wait W --label "dlock stress run i" KEY --
+//	dlock GLOBAL run --ttl T --wait W [--min-hold M] --label "dlock stress run i" KEY --
 //	      dlock stress-worker --run i --hold H --resource R --results F [-- COMMAND...]
 func (cfg *Config) argv(i int, resource, results string) []string {
 	wait := "0"
@@ -141,8 +145,11 @@ func (cfg *Config) argv(i int, resource, results string) []string {
 	}
 	argv := append([]string(nil), cfg.Dlock...)
 	argv = append(argv, cfg.Global...)
-	argv = append(argv, "run", "--ttl", cfg.TTL.String(), "--wait", wait,
-		"--label", "dlock stress run "+strconv.Itoa(i), cfg.Key, "--")
+	argv = append(argv, "run", "--ttl", cfg.TTL.String(), "--wait", wait)
+	if cfg.MinHold > 0 {
+		argv = append(argv, "--min-hold", cfg.MinHold.String())
+	}
+	argv = append(argv, "--label", "dlock stress run "+strconv.Itoa(i), cfg.Key, "--")
 	argv = append(argv, cfg.Dlock...)
 	argv = append(argv, WorkerCommand, "--run", strconv.Itoa(i), "--hold", cfg.Hold.String(),
 		"--resource", resource, "--results", results)

@@ -15,6 +15,7 @@ type Summary struct {
 	Mode     Mode
 	Key      string
 	Hold     time.Duration // 0 when a user COMMAND was the job
+	MinHold  time.Duration // the runs' --min-hold, 0 if none
 	Launched int           // processes launched (N)
 	Ran      int
 	Refused  int
@@ -54,7 +55,7 @@ func FloorOf(command string, l *Launched) *Floor {
 // Summarize computes the summary of a result.
 func Summarize(cfg Config, r *Result) Summary {
 	s := Summary{
-		Mode: cfg.Mode, Key: cfg.Key, Launched: len(r.Records),
+		Mode: cfg.Mode, Key: cfg.Key, MinHold: cfg.MinHold, Launched: len(r.Records),
 		Overlaps: r.Verdict.Overlaps, Verdict: r.Verdict,
 	}
 	if len(cfg.Command) == 0 {
@@ -103,6 +104,9 @@ func (s Summary) WriteText(w io.Writer) error {
 	if s.Hold == 0 {
 		what = "COMMAND as the job"
 	}
+	if s.MinHold > 0 {
+		what += fmt.Sprintf(", min hold %v", s.MinHold)
+	}
 	fmt.Fprintf(&b, "dlock stress: %d processes, %s mode, %s, key %q\n", s.Launched, s.Mode, what, s.Key)
 	fmt.Fprintf(&b, "  launched  %6d   launch spread %v\n", s.Launched, round(s.LaunchSpread))
 	fmt.Fprintf(&b, "  ran       %6d\n", s.Ran)
@@ -122,7 +126,11 @@ func (s Summary) WriteText(w io.Writer) error {
 	case s.Interrupted:
 		b.WriteString("verdict: none, the stress was interrupted\n")
 	case s.Verdict.Clean:
-		fmt.Fprintf(&b, "verdict: clean: no overlaps, fences strictly increasing, all %d processes accounted for, none failed\n", s.Launched)
+		minHold := ""
+		if s.MinHold > 0 {
+			minHold = fmt.Sprintf(", starts at least %v apart", s.MinHold)
+		}
+		fmt.Fprintf(&b, "verdict: clean: no overlaps, fences strictly increasing%s, all %d processes accounted for, none failed\n", minHold, s.Launched)
 	default:
 		fmt.Fprintf(&b, "verdict: FAILED, %d problem(s):\n", len(s.Verdict.Problems))
 		for i, p := range s.Verdict.Problems {
@@ -162,6 +170,7 @@ func (s Summary) MarshalJSON() ([]byte, error) {
 		Mode           Mode    `json:"mode"`
 		Key            string  `json:"key"`
 		HoldMS         float64 `json:"hold_ms,omitempty"`
+		MinHoldMS      float64 `json:"min_hold_ms,omitempty"`
 		Launched       int     `json:"launched"`
 		Ran            int     `json:"ran"`
 		Refused        int     `json:"refused"`
@@ -175,7 +184,7 @@ func (s Summary) MarshalJSON() ([]byte, error) {
 		Interrupted    bool    `json:"interrupted,omitempty"`
 		Verdict        Verdict `json:"verdict"`
 	}{
-		Mode: s.Mode, Key: s.Key, HoldMS: ms(s.Hold), Launched: s.Launched, Ran: s.Ran,
+		Mode: s.Mode, Key: s.Key, HoldMS: ms(s.Hold), MinHoldMS: ms(s.MinHold), Launched: s.Launched, Ran: s.Ran,
 		Refused: s.Refused, Failed: s.Failed, Overlaps: s.Overlaps,
 		LaunchSpreadMS: ms(s.LaunchSpread), WallMS: ms(s.Wall),
 		WaitP50MS: ms(s.WaitP50), WaitP99MS: ms(s.WaitP99), Interrupted: s.Interrupted, Verdict: s.Verdict,
