@@ -39,7 +39,8 @@ func parseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	var d time.Duration
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
-		if math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > math.MaxInt64/float64(time.Second) {
+		// >=: the bound itself rounds up in float64 and would overflow.
+		if math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) >= math.MaxInt64/float64(time.Second) {
 			return 0, fmt.Errorf("%q is out of range", s)
 		}
 		d = time.Duration(f * float64(time.Second))
