@@ -29,3 +29,4 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzValidateKey -fuzztime 30s .
 	$(GO) test -run '^$$' -fuzz FuzzRecord -fuzztime 30s ./filelock/
 	$(GO) test -run '^$$' -fuzz FuzzBackendURL -fuzztime 30s ./internal/cli/
+	$(GO) test -run '^$$' -fuzz FuzzParseDuration -fuzztime 30s ./internal/cli/
