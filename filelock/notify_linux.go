@@ -216,6 +216,12 @@ func (w *watcher) tick(done <-chan struct{}, poll time.Duration) {
 	}
 }
 
+// wake wakes every waiter of the named file. Waking only one (as redislock
+// does per process) was tried on 2026-12-01 with 16 goroutines contending:
+// 40% more grants per second and 2 store operations per grant instead of
+// 10, but a goroutine that released takes the key back (a local look costs
+// microseconds) before the one woken looks: fairness fell from 0.6 to
+// 0.02-0.17 and the longest wait rose from 0.12 s to 2.5 s.
 func (w *watcher) wake(name string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
