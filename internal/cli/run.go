@@ -91,6 +91,14 @@ COMMAND not found exits 127, not executable 126, as in shells.`,
 	return cmd
 }
 
+// checkMinHold rejects a --min-hold no lease can last.
+func checkMinHold(cmd *cobra.Command, d time.Duration) error {
+	if d > dlock.MaxTTL {
+		return usageErr(cmd, "bad --min-hold: %v is above %v", d, dlock.MaxTTL)
+	}
+	return nil
+}
+
 // splitRunArgs separates KEY from COMMAND [ARGS...].
 func splitRunArgs(cmd *cobra.Command, args []string) (string, []string, error) {
 	dash := cmd.ArgsLenAtDash()
@@ -115,8 +123,8 @@ func (e *env) run(cmd *cobra.Command, args []string, f *runFlags) error {
 	if err := f.check(cmd); err != nil {
 		return err
 	}
-	if f.minHold > dlock.MaxTTL {
-		return usageErr(cmd, "bad --min-hold: %v is above %v", f.minHold, dlock.MaxTTL)
+	if err := checkMinHold(cmd, f.minHold); err != nil {
+		return err
 	}
 	if err := checkKey(cmd, key); err != nil {
 		return err

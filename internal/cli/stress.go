@@ -267,8 +267,8 @@ func (f *stressFlags) config(cmd *cobra.Command, args []string) (stress.Config, 
 	if f.minHold > 0 && mode == stress.Queue {
 		return cfg, usageErr(cmd, "--min-hold is for --mode exclusive; queued runs would each keep the key for it")
 	}
-	if f.minHold > dlock.MaxTTL {
-		return cfg, usageErr(cmd, "bad --min-hold: %v is above %v", f.minHold, dlock.MaxTTL)
+	if err := checkMinHold(cmd, f.minHold); err != nil {
+		return cfg, err
 	}
 	return stress.Config{
 		N: f.n, Mode: mode, Key: f.key, Hold: f.hold, TTL: ttl, Wait: wait, MinHold: f.minHold, Command: args,
