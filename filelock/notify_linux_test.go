@@ -15,7 +15,9 @@ import (
 // TestSubscribeWakesOnReleaseOnly checks the inotify path alone, with the
 // periodic wake-up pushed out of reach and changes made through another
 // Backend (as by another process): a release or break of the key wakes the
-// subscriber; a grant, a refresh, or anything done to another key does not.
+// subscriber, and so does a keep (WithMinHold) that shortens the lease; a
+// grant, a refresh, a keep that lengthens it, or anything done to another
+// key does not.
 //
 // inotify events arrive in order through one reader, so a wake-up of a
 // marker key released after the quiet operations proves that any event
@@ -126,6 +128,30 @@ func TestSubscribeWakesOnReleaseOnly(t *testing.T) {
 		t.Fatalf("Break = found %v, err %v", found, err)
 	}
 	wait(keyCh, "the break")
+
+	// A release with a min hold keeps the lease (Keep): quiet when that
+	// makes it longer, a wake-up when it ends sooner than waiters were told.
+	quiet("a keep that makes the lease longer", func() {
+		k, err := holder.TryAcquire(ctx, key, dlock.WithMinHold(2*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := k.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if _, found, err := dlock.New(other).Break(ctx, key); err != nil || !found {
+		t.Fatalf("Break of the kept lease = found %v, err %v", found, err)
+	}
+	wait(keyCh, "the second break")
+	k, err := holder.TryAcquire(ctx, key, dlock.WithMinHold(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wait(keyCh, "a keep that shortens the lease")
 }
 
 // TestReleaseTouchesTimesOnlyForWaiters checks that a release touches the
