@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -207,9 +208,29 @@ func cobraMessage(msg string) string {
 // suggestions span several. The core prefixes its errors with "dlock: ";
 // Main adds that prefix once, so inner repeats are dropped.
 func oneLine(msg string) string {
-	msg = strings.ReplaceAll(msg, "dlock: ", "")
+	msg = dropCorePrefix(msg)
 	msg = strings.Join(strings.Fields(msg), " ")
 	return strings.TrimSuffix(msg, ".")
+}
+
+// dropCorePrefix removes every "dlock: " that starts a word, leaving the
+// ends of backend prefixes such as "etcdlock: " alone.
+func dropCorePrefix(msg string) string {
+	const prefix = "dlock: "
+	var b strings.Builder
+	for {
+		i := strings.Index(msg, prefix)
+		if i < 0 {
+			b.WriteString(msg)
+			return b.String()
+		}
+		inWord := i > 0 && unicode.IsLetter(rune(msg[i-1]))
+		b.WriteString(msg[:i])
+		if inWord {
+			b.WriteString(prefix)
+		}
+		msg = msg[i+len(prefix):]
+	}
 }
 
 // opContext bounds one store operation by --timeout.

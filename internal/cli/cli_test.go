@@ -614,3 +614,18 @@ func TestCommandLineLabel(t *testing.T) {
 }
 
 func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
+
+// oneLine drops the core's "dlock: " prefix where it starts a word, but
+// not the end of a backend's prefix such as "etcdlock: ".
+func TestOneLine(t *testing.T) {
+	for in, want := range map[string]string{
+		"dlock: acquire \"a\": dlock: not held.":       `acquire "a": not held`,
+		"etcdlock: inspect \"job\": store unavailable": `etcdlock: inspect "job": store unavailable`,
+		"dlock: redislock: x\n  joined: dlock: y":      "redislock: x joined: y",
+		"backend (dlock: z)":                           "backend (z)",
+	} {
+		if got := oneLine(in); got != want {
+			t.Errorf("oneLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
