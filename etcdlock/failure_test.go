@@ -1,0 +1,290 @@
+package etcdlock_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+
+	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/etcdlock"
+	"github.com/dlock-dev/dlock/internal/testserver"
+)
+
+// within bounds how long a failing call may take: generous, since the
+// point is that it returns (no hang), not how fast.
+const within = 5 * time.Second
+
+// eventually polls cond until it holds or patience runs out: for effects
+// the store makes on its own clock (a lease revoked in the background).
+func eventually(t *testing.T, patience time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", patience, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestServerDown: every operation on a cluster that is gone fails with
+// ErrUnavailable within the backend's timeout, or with the caller's
+// context error when the caller's deadline is sooner; a held lock fires
+// its lost signal when its validity passes without a refresh.
+func TestServerDown(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	b := newBackend(t, newClient(t, srv), etcdlock.WithTimeout(300*time.Millisecond))
+	c := dlock.New(b)
+	held, err := c.TryAcquire(t.Context(), "down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	watched, err := c.TryAcquire(t.Context(), "watched", dlock.WithTTL(time.Second), dlock.WithAutoRefresh(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+
+	// In this order: Release last, Refresh before Break.
+	ops := []struct {
+		name string
+		op   func(ctx context.Context) error
+	}{
+		{"TryAcquire", func(ctx context.Context) error { _, err := c.TryAcquire(ctx, "other"); return err }},
+		{"Acquire", func(ctx context.Context) error {
+			_, err := c.Acquire(ctx, "other", dlock.WithMaxWait(time.Second))
+			return err
+		}},
+		{"Refresh", func(ctx context.Context) error { return held.Refresh(ctx) }},
+		{"Inspect", func(ctx context.Context) error { _, _, err := c.Inspect(ctx, "down"); return err }},
+		{"List", func(ctx context.Context) error { _, err := c.List(ctx, ""); return err }},
+		{"Stats", func(ctx context.Context) error { _, err := c.Stats(ctx); return err }},
+		{"Break", func(ctx context.Context) error { _, _, err := c.Break(ctx, "down"); return err }},
+		{"Release", func(ctx context.Context) error { return held.Release(ctx) }},
+	}
+	for _, o := range ops {
+		ctx, cancel := context.WithTimeout(t.Context(), within)
+		start := time.Now()
+		err := o.op(ctx)
+		cancel()
+		if !errors.Is(err, dlock.ErrUnavailable) || errors.Is(err, dlock.ErrNotHeld) {
+			t.Errorf("%s on a stopped server: %v, want ErrUnavailable", o.name, err)
+		}
+		if d := time.Since(start); d > within {
+			t.Errorf("%s took %v", o.name, d)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.TryAcquire(ctx, "other"); !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, dlock.ErrUnavailable) {
+		t.Errorf("TryAcquire with a deadline sooner than the timeout: %v, want context.DeadlineExceeded", err)
+	}
+
+	select {
+	case <-watched.Done():
+		if err := watched.Err(); !errors.Is(err, dlock.ErrLockLost) {
+			t.Errorf("Err = %v, want ErrLockLost", err)
+		}
+	case <-time.After(within):
+		t.Fatal("a held lock whose refreshes fail did not fire its lost signal")
+	}
+}
+
+// TestRestartKeepsLeases: etcd keeps keys, leases and its revision on disk,
+// so a holder keeps its lock across a restart (its refresh works once the
+// member is back) and the next grant's fence is still above every earlier
+// one: the fence is sound.
+func TestRestartKeepsLeases(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	c := dlock.New(newBackend(t, newClient(t, srv)))
+	l, err := c.TryAcquire(t.Context(), "job", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart(t)
+
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	if err := l.Refresh(ctx); err != nil {
+		t.Fatalf("Refresh after a restart: %v", err)
+	}
+	rec, found, err := c.Inspect(ctx, "job")
+	if err != nil || !found || rec.LockID != l.LockID() || rec.Fence != l.Fence() {
+		t.Fatalf("Inspect after a restart = %+v, %v, %v; want lock %s, fence %d", rec, found, err, l.LockID(), l.Fence())
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next, err := c.TryAcquire(ctx, "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Fence() <= l.Fence() {
+		t.Errorf("fence after a restart %d, not above %d", next.Fence(), l.Fence())
+	}
+}
+
+// TestDataLossLosesLock: a member started again without its data (a new
+// cluster on the same address) has no lease: the holder's refresh says so
+// and the lost signal fires. (Fences then start over: the package doc says
+// so.)
+func TestDataLossLosesLock(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	c := dlock.New(newBackend(t, newClient(t, srv)))
+	l, err := c.TryAcquire(t.Context(), "job", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if err := os.RemoveAll(srv.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart(t)
+
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	if err := l.Refresh(ctx); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Fatalf("Refresh after the data was lost: %v, want ErrNotHeld", err)
+	}
+	select {
+	case <-l.Done():
+	default:
+		t.Fatal("Done still open after the refresh found the lease gone")
+	}
+}
+
+// TestAmbiguousAcquireCleanedUp: an acquire whose transaction reached etcd
+// but whose answer did not reach the caller in time is reported as not
+// acquired, and its lease is revoked, which frees the key long before the
+// lease's minute.
+func TestAmbiguousAcquireCleanedUp(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	var swallow atomic.Bool
+	// After the transaction ran on the server, pretend the answer was lost.
+	lose := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if method == "/etcdserverpb.KV/Txn" && swallow.Load() {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{srv.Endpoint()},
+		DialTimeout: within,
+		Logger:      quietLogger(),
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(lose)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	b := newBackend(t, cli)
+	c := dlock.New(b)
+
+	swallow.Store(true)
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	l, err := c.TryAcquire(ctx, "job", dlock.WithTTL(time.Minute))
+	cancel()
+	if err == nil || l != nil {
+		t.Fatalf("TryAcquire whose answer was lost = %v, %v; want an error", l, err)
+	}
+	swallow.Store(false)
+	eventually(t, within, "the key is still held by the lost grant", func() bool {
+		_, found, err := c.Inspect(t.Context(), "job")
+		return err == nil && !found
+	})
+	if _, err := c.TryAcquire(t.Context(), "job"); err != nil {
+		t.Errorf("TryAcquire after the cleanup: %v", err)
+	}
+}
+
+// TestCorruptValue: a key under the prefix that this package did not write
+// is reported as corrupt, and left as it was.
+func TestCorruptValue(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	cli := newClient(t, srv)
+	b, err := etcdlock.New(cli, etcdlock.WithPrefix("corrupt/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(t.Context(), b.LockKey("job"), "not a lock"); err != nil {
+		t.Fatal(err)
+	}
+	c := dlock.New(b)
+	if _, err := c.TryAcquire(t.Context(), "job"); !errors.Is(err, dlock.ErrCorrupt) {
+		t.Errorf("TryAcquire of a foreign key: %v, want ErrCorrupt", err)
+	}
+	if _, _, err := c.Inspect(t.Context(), "job"); !errors.Is(err, dlock.ErrCorrupt) {
+		t.Errorf("Inspect of a foreign key: %v, want ErrCorrupt", err)
+	}
+	resp, err := cli.Get(t.Context(), b.LockKey("job"))
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "not a lock" {
+		t.Errorf("foreign key after the attempts: %v, %v", resp, err)
+	}
+	// A free key whose queue holds something that is not a ticket.
+	if _, err := cli.Put(t.Context(), b.QueuePrefix("queued")+"x", "not a ticket"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.TryAcquire(t.Context(), "queued"); !errors.Is(err, dlock.ErrCorrupt) {
+		t.Errorf("TryAcquire of a key with a foreign ticket: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestRefreshNewTTLMovesLease: a refresh with another TTL (as WithMinHold's
+// keep makes) moves the key to a new lease of that length and keeps the
+// fence; the old lease is revoked.
+func TestRefreshNewTTLMovesLease(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	cli := newClient(t, srv)
+	b := newBackend(t, cli)
+	c := dlock.New(b)
+	l, err := c.TryAcquire(t.Context(), "job", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := leaseOf(t, cli, b, "job")
+	rec, err := b.Refresh(t.Context(), "job", l.Token(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Fence != l.Fence() || rec.LockID != l.LockID() {
+		t.Errorf("record after the move = %+v, want fence %d, lock %s", rec, l.Fence(), l.LockID())
+	}
+	after := leaseOf(t, cli, b, "job")
+	if after == before {
+		t.Fatal("the key is on the same lease after a refresh with another TTL")
+	}
+	ttl, err := cli.TimeToLive(t.Context(), after)
+	if err != nil || ttl.GrantedTTL != 5 {
+		t.Errorf("new lease: %+v, %v; want a granted TTL of 5s", ttl, err)
+	}
+	eventually(t, within, "the old lease was not revoked", func() bool {
+		ttl, err := cli.TimeToLive(t.Context(), before)
+		return err == nil && ttl.TTL == -1
+	})
+	// The same TTL again is a keep-alive: the lease stays.
+	if _, err := b.Refresh(t.Context(), "job", l.Token(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := leaseOf(t, cli, b, "job"); got != after {
+		t.Errorf("a refresh with the same TTL moved the key to lease %x", got)
+	}
+}
+
+// leaseOf returns the etcd lease key is attached to.
+func leaseOf(t *testing.T, cli *clientv3.Client, b *etcdlock.Backend, key string) clientv3.LeaseID {
+	t.Helper()
+	resp, err := cli.Get(t.Context(), b.LockKey(key))
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("get %q: %v, %v", key, resp, err)
+	}
+	return clientv3.LeaseID(resp.Kvs[0].Lease)
+}

@@ -1,0 +1,264 @@
+package etcdlock_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/dlocktest"
+	"github.com/dlock-dev/dlock/etcdlock"
+	"github.com/dlock-dev/dlock/internal/testserver"
+)
+
+// patience bounds waits for what must happen.
+const patience = 30 * time.Second
+
+type result struct {
+	waiter int
+	lock   *dlock.Lock
+	err    error
+}
+
+// queueUp starts waiters on key one at a time, the i-th through
+// backends[i%len(backends)], each once the one before it is waiting, and
+// returns their results.
+func queueUp(t *testing.T, ctx context.Context, key string, n int, backends ...dlock.Backend) <-chan result {
+	t.Helper()
+	results := make(chan result, n)
+	for i := range n {
+		watched, waiting := dlocktest.WatchWaits(backends[i%len(backends)], 16)
+		go func() {
+			l, err := dlock.New(watched).Acquire(ctx, key, dlock.WithTTL(time.Minute))
+			results <- result{i, l, err}
+		}()
+		select {
+		case <-waiting:
+		case <-time.After(patience):
+			t.Fatalf("waiter %d never waited", i)
+		}
+	}
+	return results
+}
+
+func next(t *testing.T, results <-chan result) result {
+	t.Helper()
+	select {
+	case r := <-results:
+		if r.err != nil {
+			t.Fatalf("waiter %d: %v", r.waiter, r.err)
+		}
+		return r
+	case <-time.After(patience):
+		t.Fatal("no waiter was granted the key")
+	}
+	return result{}
+}
+
+// queueLen is the number of tickets in key's queue.
+func queueLen(t *testing.T, cli *clientv3.Client, b *etcdlock.Backend, key string) int64 {
+	t.Helper()
+	resp, err := cli.Get(t.Context(), b.QueuePrefix(key), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Count
+}
+
+// TestFIFOOrder: waiters in two processes (two clients and backends) get
+// the key in the order they came, one hand-over at a time, and the queue
+// is empty at the end.
+func TestFIFOOrder(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	cli1, cli2 := newClient(t, srv), newClient(t, srv)
+	prefix := etcdlock.WithPrefix(uniquePrefix(t))
+	b1, b2 := newBackend(t, cli1, prefix), newBackend(t, cli2, prefix)
+	ctx := t.Context()
+	holder, err := dlock.New(b1).TryAcquire(ctx, "job", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	results := queueUp(t, ctx, "job", n, b1, b2)
+	if got := queueLen(t, cli1, b1, "job"); got != n {
+		t.Errorf("%d tickets in the queue, want %d", got, n)
+	}
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for want := range n {
+		r := next(t, results)
+		if r.waiter != want {
+			t.Errorf("waiter %d got the key in turn %d", r.waiter, want)
+		}
+		if err := r.lock.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := queueLen(t, cli1, b1, "job"); got != 0 {
+		t.Errorf("%d tickets left in the queue", got)
+	}
+}
+
+// TestTryAcquireRespectsQueue: a free key with a waiter in line is refused
+// to a TryAcquire, which names the waiter, and does not join the queue.
+func TestTryAcquireRespectsQueue(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	cli := newClient(t, srv)
+	b := newBackend(t, cli)
+	// A ticket of a waiter elsewhere, on a lease of its own.
+	lease, err := cli.Grant(t.Context(), 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticket := b.QueuePrefix("job") + "0123456789abcdef"
+	if _, err := cli.Put(t.Context(), ticket, `{"lock_id":"0123456789abcdef","owner":{"label":"elsewhere"}}`, clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	c := dlock.New(b)
+	_, err = c.TryAcquire(t.Context(), "job")
+	var nae *dlock.NotAcquiredError
+	if !errors.As(err, &nae) || nae.Holder == nil || nae.Holder.LockID != "0123456789abcdef" || nae.Holder.Owner.Label != "elsewhere" {
+		t.Fatalf("TryAcquire of a free key with a waiter in line: %v, want refused naming that waiter", err)
+	}
+	if got := queueLen(t, cli, b, "job"); got != 1 {
+		t.Errorf("%d tickets after the TryAcquire, want 1 (it does not join)", got)
+	}
+	if _, err := cli.Delete(t.Context(), ticket); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.TryAcquire(t.Context(), "job"); err != nil {
+		t.Errorf("TryAcquire once the queue is empty: %v", err)
+	}
+}
+
+// TestCancelledWaiterLeavesQueue: a waiter whose context ends takes its
+// ticket out of the queue at once, so the one behind it is next.
+func TestCancelledWaiterLeavesQueue(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	cli := newClient(t, srv)
+	b := newBackend(t, cli)
+	ctx := t.Context()
+	holder, err := dlock.New(b).TryAcquire(ctx, "job", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstCtx, cancelFirst := context.WithCancel(ctx)
+	first := queueUp(t, firstCtx, "job", 1, b)
+	second := queueUp(t, ctx, "job", 1, b)
+	cancelFirst()
+	if r := <-first; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v, want context.Canceled", r.err)
+	}
+	eventually(t, within, "the cancelled waiter's ticket is still queued", func() bool {
+		return queueLen(t, cli, b, "job") == 1
+	})
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := next(t, second).lock.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeadWaiterSkipped: a waiter whose process died (its etcd client is
+// gone, nothing was cleaned up) holds its place only until its session
+// lease ends; then the waiter behind it gets the key.
+func TestDeadWaiterSkipped(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	cli := newClient(t, srv)
+	prefix := etcdlock.WithPrefix(uniquePrefix(t))
+	b := newBackend(t, cli, prefix)
+	ctx := t.Context()
+	holder, err := dlock.New(b).TryAcquire(ctx, "job", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doomedCli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doomed, err := etcdlock.New(doomedCli, prefix) // not closed: it dies
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := queueUp(t, ctx, "job", 1, doomed)
+	alive := queueUp(t, ctx, "job", 1, b)
+	_ = doomedCli.Close() // no more keep-alives; its waiter fails
+	if r := <-dead; r.err == nil {
+		t.Fatal("the waiter of a closed client was granted")
+	}
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := next(t, alive)
+	if err := r.lock.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLostSessionRequeues: if a waiter's session lease ends under it (the
+// process stalled past the lease, or was cut off), its ticket is gone; it
+// takes a new one and is still granted the key when it is released.
+func TestLostSessionRequeues(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	cli := newClient(t, srv)
+	b := newBackend(t, cli)
+	ctx := t.Context()
+	holder, err := dlock.New(b).TryAcquire(ctx, "job", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiter := queueUp(t, ctx, "job", 1, b)
+	resp, err := cli.Get(ctx, b.QueuePrefix("job"), clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("queue: %v, %v", resp, err)
+	}
+	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := next(t, waiter).lock.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := queueLen(t, cli, b, "job"); got != 0 {
+		t.Errorf("%d tickets left in the queue", got)
+	}
+}
+
+// TestAcquireAfterClose: a closed backend still takes free keys, but an
+// acquire that would have to queue fails with ErrUnavailable.
+func TestAcquireAfterClose(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	cli := newClient(t, srv)
+	prefix := etcdlock.WithPrefix(uniquePrefix(t))
+	holder := dlock.New(newBackend(t, cli, prefix))
+	closed := newBackend(t, cli, prefix)
+	if err := closed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c := dlock.New(closed)
+	ctx := t.Context()
+	held, err := holder.TryAcquire(ctx, "held", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Acquire(ctx, "held", dlock.WithMaxWait(time.Minute)); !errors.Is(err, dlock.ErrUnavailable) {
+		t.Errorf("Acquire of a held key after Close: %v, want ErrUnavailable", err)
+	}
+	l, err := c.Acquire(ctx, "free", dlock.WithMaxWait(time.Minute))
+	if err != nil {
+		t.Fatalf("Acquire of a free key after Close: %v", err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Error(err)
+	}
+	if err := held.Release(ctx); err != nil {
+		t.Error(err)
+	}
+}
