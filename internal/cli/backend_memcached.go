@@ -70,7 +70,7 @@ func openMemcached(_ context.Context, u *url.URL) (dlock.Backend, error) {
 	}
 	servers := make([]string, len(hosts))
 	for i, h := range hosts {
-		if servers[i], err = memcachedAddr(h); err != nil {
+		if servers[i], err = hostPort(h, memcachedPort); err != nil {
 			return nil, err
 		}
 	}
@@ -84,9 +84,9 @@ func openMemcached(_ context.Context, u *url.URL) (dlock.Backend, error) {
 	return b, nil
 }
 
-// memcachedAddr turns "host", "host:port", "[v6]" or "[v6]:port" into a
-// dialable host:port.
-func memcachedAddr(h string) (string, error) {
+// hostPort turns "host", "host:port", "[v6]" or "[v6]:port" into a
+// dialable host:port, with defaultPort where h names none.
+func hostPort(h, defaultPort string) (string, error) {
 	if h == "" {
 		return "", fmt.Errorf("%w: empty server in the list", errBadURL)
 	}
@@ -100,5 +100,5 @@ func memcachedAddr(h string) (string, error) {
 	if strings.ContainsAny(host, "[]/ ") {
 		return "", fmt.Errorf("%w: bad server %q; use host:port", errBadURL, h)
 	}
-	return net.JoinHostPort(host, memcachedPort), nil
+	return net.JoinHostPort(host, defaultPort), nil
 }

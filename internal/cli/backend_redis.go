@@ -105,7 +105,7 @@ func openRedis(_ context.Context, u *url.URL) (dlock.Backend, error) {
 			return nil, err
 		}
 		o := &redis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true}
-		o.Username, o.Password = redisUser(u)
+		o.Username, o.Password = urlUser(u)
 		if useTLS {
 			o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
@@ -129,7 +129,7 @@ func openRedis(_ context.Context, u *url.URL) (dlock.Backend, error) {
 			}
 		}
 		o := &redis.FailoverOptions{MasterName: master, SentinelAddrs: addrs, DB: db, ContextTimeoutEnabled: true}
-		o.Username, o.Password = redisUser(u)
+		o.Username, o.Password = urlUser(u)
 		if useTLS {
 			o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
@@ -162,7 +162,8 @@ func redisAddrs(hosts string) ([]string, error) {
 	return addrs, nil
 }
 
-func redisUser(u *url.URL) (user, pass string) {
+// urlUser returns the user and password of u, empty if it has none.
+func urlUser(u *url.URL) (user, pass string) {
 	if u.User == nil {
 		return "", ""
 	}
