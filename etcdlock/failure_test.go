@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
@@ -162,15 +163,17 @@ func TestDataLossLosesLock(t *testing.T) {
 
 // TestAmbiguousAcquireCleanedUp: an acquire whose transaction reached etcd
 // but whose answer did not reach the caller in time is reported as not
-// acquired, and its lease is revoked, which frees the key long before the
-// lease's minute.
+// acquired, and the key is freed long before the lease's minute: by the
+// core's release of the token, and by the backend itself, which revokes
+// the lease.
 func TestAmbiguousAcquireCleanedUp(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	var swallow atomic.Bool
-	// After the transaction ran on the server, pretend the answer was lost.
+	// After a granting transaction (one that puts) ran on the server,
+	// pretend the answer was lost.
 	lose := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		err := invoker(ctx, method, req, reply, cc, opts...)
-		if method == "/etcdserverpb.KV/Txn" && swallow.Load() {
+		if txn, ok := req.(*etcdserverpb.TxnRequest); ok && swallow.Load() && puts(txn.Success) {
 			<-ctx.Done()
 			return ctx.Err()
 		}
@@ -204,6 +207,29 @@ func TestAmbiguousAcquireCleanedUp(t *testing.T) {
 	if _, err := c.TryAcquire(t.Context(), "job"); err != nil {
 		t.Errorf("TryAcquire after the cleanup: %v", err)
 	}
+
+	// The backend cleans up by itself, without the core's release.
+	swallow.Store(true)
+	ctx, cancel = context.WithTimeout(t.Context(), 300*time.Millisecond)
+	_, granted, err := b.Acquire(ctx, dlock.AcquireRequest{Key: "alone", Token: "0123456789abcdef0123456789abcdef", LockID: "0123456789abcdef", TTL: time.Minute})
+	cancel()
+	swallow.Store(false)
+	if err == nil || granted {
+		t.Fatalf("Backend.Acquire whose answer was lost = %v, %v; want an error", granted, err)
+	}
+	eventually(t, within, "the backend left the lost grant in place", func() bool {
+		_, found, err := c.Inspect(t.Context(), "alone")
+		return err == nil && !found
+	})
+}
+
+func puts(ops []*etcdserverpb.RequestOp) bool {
+	for _, op := range ops {
+		if op.GetRequestPut() != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // TestCorruptValue: a key under the prefix that this package did not write

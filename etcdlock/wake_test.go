@@ -3,6 +3,7 @@ package etcdlock_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -118,4 +119,33 @@ func TestWakeUpWithoutPolling(t *testing.T) {
 	end := requests(t, srv)
 	t.Logf("requests for %d hand-overs: %v (%.1f a grant)", waiters, sum(end, lookups)-sum(during, lookups),
 		(sum(end, lookups)-sum(during, lookups))/waiters)
+}
+
+// TestRefusedTryAcquireWritesNothing: a TryAcquire of a held key reads the
+// key and its holder's lease, and writes nothing (no lease, no
+// transaction that puts): etcd writes go through Raft and to disk.
+func TestRefusedTryAcquireWritesNothing(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	b := newBackend(t, newClient(t, srv))
+	c := dlock.New(b)
+	if _, err := c.TryAcquire(t.Context(), "job", dlock.WithTTL(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	writes := []string{"LeaseGrant", "LeaseRevoke", "Put", "DeleteRange"}
+	before := requests(t, srv)
+	for range 10 {
+		if _, err := c.TryAcquire(t.Context(), "job"); !errors.Is(err, dlock.ErrNotAcquired) {
+			t.Fatalf("TryAcquire of a held key: %v, want ErrNotAcquired", err)
+		}
+	}
+	if err := b.Close(); err != nil { // waits for anything left in the background
+		t.Fatal(err)
+	}
+	after := requests(t, srv)
+	if n := sum(after, writes) - sum(before, writes); n != 0 {
+		t.Errorf("10 refused attempts made %v write requests, want 0", n)
+	}
+	if n := after["Txn"] - before["Txn"]; n != 10 {
+		t.Errorf("10 refused attempts made %v transactions, want 10 (one read each)", n)
+	}
 }
