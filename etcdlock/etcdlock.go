@@ -282,14 +282,14 @@ func freeAndNoQueue(lk, qp string) []clientv3.Cmp {
 	}
 }
 
-// joinOps read the lock key lk, the head of its queue qp and the last
+// joinOps read the lock key lk, the head of its queue qp and its last
 // ticket, and then put ticket: the last ticket before the put is the one
 // ahead of it.
 func joinOps(lk, qp, ticket, value string, sess clientv3.LeaseID) []clientv3.Op {
 	return []clientv3.Op{
 		clientv3.OpGet(lk),
 		clientv3.OpGet(qp, clientv3.WithFirstCreate()...),
-		clientv3.OpGet(qp, clientv3.WithLastCreate()...),
+		clientv3.OpGet(qp, append(clientv3.WithLastCreate(), clientv3.WithKeysOnly())...),
 		clientv3.OpPut(ticket, value, clientv3.WithLease(sess)),
 	}
 }
@@ -313,11 +313,12 @@ func (b *Backend) enqueue(ctx context.Context, key string, w *waiter) (dlock.Rec
 	w.enqueued(resp.Header.Revision)
 	rs := resp.Responses
 	rec, err := b.refused(ctx, key, w, refusal{
-		rev:    resp.Header.Revision,
-		lock:   rs[0].GetResponseRange().Kvs,
-		head:   rs[1].GetResponseRange().Kvs,
-		ahead:  rs[2].GetResponseRange().Kvs,
-		joined: true,
+		rev:         resp.Header.Revision,
+		lock:        rs[0].GetResponseRange().Kvs,
+		head:        rs[1].GetResponseRange().Kvs,
+		ahead:       rs[2].GetResponseRange().Kvs,
+		lookedAhead: true,
+		joined:      true,
 	})
 	return rec, false, err
 }
@@ -352,7 +353,7 @@ func (b *Backend) grant(ctx context.Context, req dlock.AcquireRequest, sent time
 		seen := refusal{rev: resp.Header.Revision, lock: rs[0].GetResponseRange().Kvs, head: rs[1].GetResponseRange().Kvs}
 		if w != nil && len(otherwise) > 3 {
 			w.enqueued(resp.Header.Revision) // the ticket's put is the transaction's revision
-			seen.ahead, seen.joined = rs[2].GetResponseRange().Kvs, true
+			seen.ahead, seen.lookedAhead, seen.joined = rs[2].GetResponseRange().Kvs, true, true
 		}
 		rec, err := b.refused(ctx, req.Key, w, seen)
 		return rec, false, err
@@ -363,24 +364,26 @@ func (b *Backend) grant(ctx context.Context, req dlock.AcquireRequest, sent time
 }
 
 // refusal is what a refused attempt read, at revision rev: the lock key,
-// the first ticket of its queue, and, if it read it, the ticket ahead of
-// the waiter's. joined says that the attempt put the waiter's ticket after
-// reading head (so an empty head means that the waiter is first).
+// the first ticket of its queue, and, if lookedAhead, the ticket ahead of
+// the waiter's (none if it is first). joined says that the attempt put the
+// waiter's ticket after reading head (so an empty head means that it is
+// first).
 type refusal struct {
 	rev               int64
 	lock, head, ahead []*mvccpb.KeyValue
+	lookedAhead       bool
 	joined            bool
 }
 
 // refused builds the record of a refused acquire from what the refusal
 // read: the holder, or, if the key is free but promised, the first waiter
 // in line (without an expiry: it holds nothing yet). For a waiter w it also
-// notes, for its subscription, the revision, whether w is first in line
-// and the ticket ahead of w's ("" if not read, or none), and sets NextLook: the subscription wakes w when the key
-// changes (first in line) or when w becomes first in line, so the looks
-// the core makes on its own are only a safety net. The one at the holder's
-// expiry comes a second late: etcd deletes the key a moment after the
-// lease ends, and would otherwise be looked at again and again.
+// notes its place, for its subscription, and sets NextLook: the
+// subscription wakes w when the key changes (first in line) or when w
+// becomes first in line, so the looks the core makes on its own are only
+// a safety net. The one at the holder's expiry comes a second late: etcd
+// deletes the key a moment after the lease ends, and would otherwise be
+// looked at again and again.
 func (b *Backend) refused(ctx context.Context, key string, w *waiter, r refusal) (dlock.Record, error) {
 	lock, head := r.lock, r.head
 	var rec dlock.Record
@@ -406,11 +409,11 @@ func (b *Backend) refused(ctx context.Context, key string, w *waiter, r refusal)
 	}
 	if w != nil {
 		first := (r.joined && len(head) == 0) || (len(head) > 0 && string(head[0].Key) == w.ticket)
-		var ahead string
-		if len(r.ahead) > 0 && !first {
-			ahead = string(r.ahead[0].Key)
+		p := place{rev: r.rev, first: first, held: len(lock) > 0, known: first}
+		if r.lookedAhead && !first && len(r.ahead) > 0 {
+			p.ahead, p.known = string(r.ahead[0].Key), true
 		}
-		w.refusedAt(r.rev, first, ahead)
+		w.refusedAt(p)
 		switch {
 		case !first:
 			rec.NextLook = time.Now().Add(10 * queueTTL)

@@ -53,31 +53,47 @@ type waiter struct {
 	ticket string      // its ticket's etcd key
 	stop   func() bool // stops the dequeue at the end of the wait's context
 
-	mu    sync.Mutex
-	rev   int64  // the ticket's create revision, 0 until it has one
-	seen  int64  // revision of the last refusal
-	first bool   // first in line at the last refusal
-	ahead string // the ticket ahead at the last refusal, "" if not known
+	moved chan struct{} // a new ticket replaced a lost one
+
+	mu  sync.Mutex
+	rev int64 // the ticket's create revision, 0 until it has one
+	at  place // where the last refusal left it
+}
+
+// place is where a waiter stands, as a read at revision rev saw it: first
+// in line or behind the ticket ahead, and whether the lock was held. known
+// is false when the read did not look for the ticket ahead.
+type place struct {
+	rev   int64
+	first bool
+	ahead string
+	held  bool
+	known bool
 }
 
 func (w *waiter) enqueued(rev int64) {
 	w.mu.Lock()
+	again := w.rev != 0
 	w.rev = rev
 	w.mu.Unlock()
+	if again {
+		select {
+		case w.moved <- struct{}{}:
+		default:
+		}
+	}
 }
 
-func (w *waiter) refusedAt(rev int64, first bool, ahead string) {
+func (w *waiter) refusedAt(p place) {
 	w.mu.Lock()
-	w.seen, w.first, w.ahead = rev, first, ahead
+	w.at = p
 	w.mu.Unlock()
 }
 
-// place is where the last refusal left w: at revision seen, first in line
-// or behind the ticket ahead ("" if not known).
-func (w *waiter) place() (seen int64, first bool, ahead string) {
+func (w *waiter) place() place {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.seen, w.first, w.ahead
+	return w.at
 }
 
 func (w *waiter) ticketRev() int64 {
@@ -110,7 +126,7 @@ func (b *Backend) waiterFor(ctx context.Context, req dlock.AcquireRequest) (w *w
 	if b.closed {
 		return nil, true
 	}
-	w = &waiter{key: req.Key, id: id, owner: req.Owner, ticket: b.queuePrefix(req.Key) + id}
+	w = &waiter{key: req.Key, id: id, owner: req.Owner, ticket: b.queuePrefix(req.Key) + id, moved: make(chan struct{}, 1)}
 	b.waiters[id] = w
 	w.stop = context.AfterFunc(ctx, func() { b.dequeue(w) })
 	return w, true
@@ -241,7 +257,7 @@ func (b *Backend) acquireQueued(ctx context.Context, req dlock.AcquireRequest, w
 		clientv3.OpGet(lk),
 		clientv3.OpGet(qp, clientv3.WithFirstCreate()...),
 		clientv3.OpGet(w.ticket),
-		clientv3.OpGet(qp, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(w.ticketRev()-1))...),
+		lastBefore(qp, w.ticketRev()),
 	).Commit()
 	if err != nil {
 		return dlock.Record{}, false, err
@@ -254,7 +270,7 @@ func (b *Backend) acquireQueued(ctx context.Context, req dlock.AcquireRequest, w
 	case len(mine) == 0:
 		return b.enqueue(ctx, req.Key, w)
 	case len(lock) > 0 || string(head[0].Key) != w.ticket:
-		rec, err := b.refused(ctx, req.Key, w, refusal{rev: read.Header.Revision, lock: lock, head: head, ahead: ahead})
+		rec, err := b.refused(ctx, req.Key, w, refusal{rev: read.Header.Revision, lock: lock, head: head, ahead: ahead, lookedAhead: true})
 		return rec, false, err
 	}
 	rev := mine[0].CreateRevision
@@ -291,7 +307,7 @@ func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, f
 			return
 		}
 		notify()
-		b.watchLock(wctx, key, 0, notify)
+		b.watchKey(wctx, key, notify)
 	}()
 	cancel := func() {
 		stop()
@@ -300,94 +316,186 @@ func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, f
 	return changed, cancel, nil
 }
 
+// lastBefore reads the key of the youngest ticket of queue qp older than
+// the ticket created at revision rev: the one ahead of it.
+func lastBefore(qp string, rev int64) clientv3.Op {
+	return clientv3.OpGet(qp, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1), clientv3.WithKeysOnly())...)
+}
+
 // follow wakes w when it should look: once first in line, at every change
 // of the lock key (a release, a break, the deletion when the holder's
-// lease ends, a new lease, a new holder); before that, only when it becomes
-// first in line while the key is free. It watches the ticket just ahead of
-// w's until that is deleted (granted, given up, or its waiter's session
-// ended), then reads which ticket is ahead now, and the lock. Every watch
-// starts from the revision of the read that found what to watch, so no
-// change in between is missed, and etcd's client resumes watches after a
-// reconnection from the last revision seen.
+// lease ends, a new lease, a new holder), and when it becomes first in
+// line while the key is free. Until then it watches only the ticket just
+// ahead of w's, until that goes (granted, given up, or gone with its
+// waiter's session), so a hand-over wakes the new first in line and the
+// waiter behind it, not the whole queue.
+//
+// The first watch starts at the revision of the refusal that placed w, so
+// nothing since is missed. etcd serves a watch that starts in the past
+// from a catch-up loop that runs every 100ms until it has caught up, so
+// later watches start from now instead, and a read made after the watch
+// exists says whether what it watches is still there.
 func (b *Backend) follow(ctx context.Context, w *waiter, notify func()) {
-	rev, first, ahead := w.place()
-	for !first {
-		if ahead != "" {
-			if !b.waitDeleted(ctx, ahead, rev) {
-				return
-			}
-		}
-		qp := b.queuePrefix(w.key)
-		resp, err := b.cli.Txn(ctx).Then(
-			clientv3.OpGet(qp, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(w.ticketRev()-1))...),
-			clientv3.OpGet(b.lockKey(w.key), clientv3.WithCountOnly()),
-		).Commit()
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			notify() // the waiter looks, and its timer remains
-			if !sleepCtx(ctx, time.Second) {
-				return
-			}
-			ahead = ""
-			continue
-		}
-		rev = resp.Header.Revision
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-			ahead = string(kvs[0].Key)
-			continue
-		}
-		first = true
-		if resp.Responses[1].GetResponseRange().Count == 0 {
-			notify() // first in line, and the key is free
-		}
-	}
-	b.watchLock(ctx, w.key, rev, notify)
-}
-
-// waitDeleted waits until key is deleted after revision rev. It reports
-// false if ctx ended first.
-func (b *Backend) waitDeleted(ctx context.Context, key string, rev int64) bool {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for resp := range b.cli.Watch(wctx, key, clientv3.WithRev(rev+1), clientv3.WithFilterPut()) {
-		if len(resp.Events) > 0 || resp.Err() != nil {
-			return true // deleted, or the watch failed: look again
-		}
-	}
-	return ctx.Err() == nil
-}
-
-// watchLock calls notify at every change of key's lock after revision rev
-// (from now if rev is 0) until ctx ends.
-func (b *Backend) watchLock(ctx context.Context, key string, rev int64, notify func()) {
+	p := w.place()
 	for ctx.Err() == nil {
-		var opts []clientv3.OpOption
-		if rev > 0 {
-			opts = append(opts, clientv3.WithRev(rev+1))
+		var ok bool
+		if p.known {
+			ok = b.watchPlace(ctx, w, p, notify)
+		} else {
+			ok = b.watchFromNow(ctx, w, notify)
 		}
-		failed := false
-		for resp := range b.cli.Watch(ctx, b.lockKey(key), opts...) {
-			if err := resp.Err(); err != nil {
-				// Compacted past rev, or cancelled by the server: look
-				// again, and watch from now on.
-				failed = true
-				break
-			}
-			if len(resp.Events) > 0 {
-				notify()
-				rev = resp.Header.Revision
-			}
-		}
-		if ctx.Err() != nil {
+		if !ok && !sleepCtx(ctx, time.Second) {
 			return
 		}
+		p = place{}
+	}
+}
+
+// watchPlace waits at p, watching from just after p.rev: until the ticket
+// ahead goes, or, first in line, for every change of the lock. It returns
+// false if a watch could not be made or failed (w was woken to look on its
+// own), true when w moved.
+func (b *Backend) watchPlace(ctx context.Context, w *waiter, p place, notify func()) bool {
+	if !p.first {
+		return b.waitGone(ctx, w, p.ahead, b.cli.Watch(ctx, p.ahead, clientv3.WithRev(p.rev+1), clientv3.WithFilterPut()), notify)
+	}
+	if !p.held {
 		notify()
-		if !failed {
-			return // the client was closed: the waiter's look will say so
+	}
+	return b.watchLock(ctx, w, b.cli.Watch(ctx, b.lockKey(w.key), clientv3.WithRev(p.rev+1)), notify)
+}
+
+// watchFromNow finds w's place with watches made before the reads that
+// decide what they must catch.
+func (b *Backend) watchFromNow(ctx context.Context, w *waiter, notify func()) bool {
+	qp, lk := b.queuePrefix(w.key), b.lockKey(w.key)
+	resp, err := b.cli.Txn(ctx).Then(lastBefore(qp, w.ticketRev()), clientv3.OpGet(w.ticket, clientv3.WithCountOnly())).Commit()
+	if err != nil {
+		notify()
+		return false
+	}
+	if resp.Responses[1].GetResponseRange().Count == 0 {
+		// The ticket is gone with its session: the waiter takes a new one
+		// when it looks.
+		notify()
+		return waitMoved(ctx, w)
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		ahead := string(kvs[0].Key)
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		gone, err := b.watchNow(wctx, ahead, clientv3.WithFilterPut())
+		if err != nil {
+			notify()
+			return false
 		}
-		rev = 0
+		still, err := b.cli.Get(ctx, ahead, clientv3.WithCountOnly())
+		if err != nil {
+			notify()
+			return false
+		}
+		if still.Count == 0 {
+			return true // gone already: look for the next one ahead
+		}
+		return b.waitGone(wctx, w, ahead, gone, notify)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	changes, err := b.watchNow(wctx, lk)
+	if err != nil {
+		notify()
+		return false
+	}
+	held, err := b.cli.Get(ctx, lk, clientv3.WithCountOnly())
+	if err != nil {
+		notify()
+		return false
+	}
+	if held.Count == 0 {
+		notify()
+	}
+	return b.watchLock(wctx, w, changes, notify)
+}
+
+// watchNow makes a watch of key from now and waits until etcd has made it:
+// every change after that is delivered.
+func (b *Backend) watchNow(ctx context.Context, key string, opts ...clientv3.OpOption) (clientv3.WatchChan, error) {
+	ch := b.cli.Watch(ctx, key, append(opts, clientv3.WithCreatedNotify())...)
+	resp, ok := <-ch
+	switch {
+	case !ok:
+		return nil, errors.New("watch closed")
+	case resp.Err() != nil:
+		return nil, resp.Err()
+	}
+	return ch, nil
+}
+
+// waitGone waits until the ticket ahead is deleted, as gone reports.
+func (b *Backend) waitGone(ctx context.Context, w *waiter, ahead string, gone clientv3.WatchChan, notify func()) bool {
+	for {
+		select {
+		case <-w.moved:
+			return true
+		case resp, ok := <-gone:
+			switch {
+			case !ok:
+				return watchEnded(ctx, notify)
+			case resp.Err() != nil:
+				notify()
+				return false
+			case len(resp.Events) > 0:
+				return true
+			}
+		}
+	}
+}
+
+// watchLock wakes w at every change of the lock, as changes reports.
+func (b *Backend) watchLock(ctx context.Context, w *waiter, changes clientv3.WatchChan, notify func()) bool {
+	for {
+		select {
+		case <-w.moved:
+			return true
+		case resp, ok := <-changes:
+			switch {
+			case !ok:
+				return watchEnded(ctx, notify)
+			case resp.Err() != nil:
+				notify()
+				return false
+			case len(resp.Events) > 0:
+				notify()
+			}
+		}
+	}
+}
+
+// watchEnded handles a watch channel that closed: ctx ended, or the client
+// was closed, and then w's look will fail and end its wait.
+func watchEnded(ctx context.Context, notify func()) bool {
+	if ctx.Err() == nil {
+		notify()
+		<-ctx.Done()
+	}
+	return true
+}
+
+func waitMoved(ctx context.Context, w *waiter) bool {
+	select {
+	case <-w.moved:
+	case <-ctx.Done():
+	}
+	return true
+}
+
+// watchKey calls notify at every change of key's lock from now until ctx
+// ends: the subscription of a caller that is not a queued waiter.
+func (b *Backend) watchKey(ctx context.Context, key string, notify func()) {
+	for resp := range b.cli.Watch(ctx, b.lockKey(key)) {
+		if len(resp.Events) > 0 || resp.Err() != nil {
+			notify()
+		}
 	}
 }
 

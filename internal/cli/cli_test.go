@@ -163,7 +163,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown command", []string{"lock", "k"}, false, ExitUsage, `unknown command "lock"`},
 		{"misspelt command", []string{"stauts", "k"}, false, ExitUsage, `unknown command "stauts" for "dlock"; did you mean status or stats?`},
 		{"unknown scheme", []string{"--backend", "nosuchstore://localhost:6379", "status", "k"}, true, ExitUsage,
-			`unknown scheme "nosuchstore"; accepted schemes: file://`},
+			`unknown scheme "nosuchstore"; accepted schemes: etcd://, etcds://, file://`},
 		{"no scheme", []string{"--backend", "/var/lib/dlock", "status", "k"}, true, ExitUsage, "no scheme; accepted schemes"},
 		{"malformed URL", []string{"--backend", "file://[::1", "status", "k"}, true, ExitUsage, "accepted schemes"},
 		{"file URL with host", []string{"--backend", "file://var/lib/dlock", "status", "k"}, true, ExitUsage, `host "var"`},
