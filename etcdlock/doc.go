@@ -82,11 +82,14 @@
 //     and names that waiter (with no expiry) as the holder.
 //   - Each waiter watches only the ticket just ahead of its own, and once
 //     first in line, the lock key. A release, break or expiry (etcd deletes
-//     the key when the lease ends) thus wakes one waiter in the whole
-//     cluster, which takes the key; the waiter behind it moves up when its
-//     ticket goes. Every watch starts at the revision of the read that told
-//     the waiter what to watch, so nothing in between is missed, and etcd's
-//     client resumes watches after a reconnection.
+//     the key when the lease ends) thus wakes the first in line, which
+//     takes the key, and the waiter behind it, which moves up: two waiters
+//     in the whole cluster, whatever the length of the queue. A wait's
+//     first watch starts at the revision of its refusal, so nothing in
+//     between is missed; later ones start from now, before the read that
+//     says whether what they watch is still there, since etcd serves a
+//     watch that starts in the past from a catch-up loop that runs every
+//     100ms. etcd's client resumes watches after a reconnection.
 //   - A waiter whose context ends deletes its ticket at once; [Backend.Close]
 //     revokes the session, which deletes all of the backend's tickets.
 //

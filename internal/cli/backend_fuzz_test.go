@@ -20,11 +20,13 @@ func FuzzBackendURL(f *testing.F) {
 		"memcached://h:11211", "memcached://a:1,b:2", "memcached://", "redis://u:sekrit99@h:bad",
 		"redis://u:sekrit99@[::1", "etcd://x", "://", "redis://h:1/notadb", "redis://h?fifo=maybe",
 		"redis://h?replicas=2", "redis://h?replicas=-1", "redis+cluster://a:1?replicas=1",
+		"etcd://127.0.0.1:2379,h2?prefix=p/&timeout=1s", "etcds://h?cacert=/nonexistent", "etcd://h?prefix=",
+		"etcd://h/path", "etcds://h?cert=c", "etcd://h?cacert=x",
 	} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		if raw == "" || strings.HasPrefix(strings.ToLower(strings.TrimSpace(raw)), "file:") || resolves(raw) {
+		if raw == "" || strings.HasPrefix(strings.ToLower(strings.TrimSpace(raw)), "file:") || dials(raw) {
 			return
 		}
 		b, err := openBackend(context.Background(), raw, func(string) string { return "" })
@@ -44,12 +46,19 @@ func FuzzBackendURL(f *testing.F) {
 	})
 }
 
-// resolves reports whether opening raw would look up a host name: the
-// memcached client resolves its servers when it is built, and DNS is not
-// something a fuzz test should wait on.
-func resolves(raw string) bool {
+// dials reports whether opening raw would wait on the network: the
+// memcached client resolves its servers' names when it is built, and the
+// etcd client authenticates at once when the URL names a user. A fuzz test
+// should wait on neither.
+func dials(raw string) bool {
 	u, err := url.Parse(raw)
-	if err != nil || !strings.EqualFold(u.Scheme, "memcached") {
+	if err != nil {
+		return false
+	}
+	if strings.HasPrefix(strings.ToLower(u.Scheme), "etcd") {
+		return u.User != nil
+	}
+	if !strings.EqualFold(u.Scheme, "memcached") {
 		return false
 	}
 	for _, hp := range strings.Split(u.Host, ",") {
