@@ -223,6 +223,48 @@ func TestAmbiguousAcquireCleanedUp(t *testing.T) {
 	})
 }
 
+// TestAmbiguousJoinDequeued: a waiter whose ticket was put but whose
+// answer was lost gives up with an error, and its ticket leaves the queue
+// (the session lease that would end it lives as long as the backend).
+func TestAmbiguousJoinDequeued(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	var swallow atomic.Bool
+	lose := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if txn, ok := req.(*etcdserverpb.TxnRequest); ok && swallow.Load() && puts(txn.Success) {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{srv.Endpoint()},
+		DialTimeout: within,
+		Logger:      quietLogger(),
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(lose)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	b := newBackend(t, cli)
+	c := dlock.New(b)
+	if _, err := c.TryAcquire(t.Context(), "job", dlock.WithTTL(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	swallow.Store(true)
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	_, err = c.Acquire(ctx, "job")
+	cancel()
+	swallow.Store(false)
+	if err == nil {
+		t.Fatal("Acquire whose join was lost succeeded")
+	}
+	eventually(t, within, "the lost join's ticket is still queued", func() bool {
+		return queueLen(t, cli, b, "job") == 0
+	})
+}
+
 func puts(ops []*etcdserverpb.RequestOp) bool {
 	for _, op := range ops {
 		if op.GetRequestPut() != nil {

@@ -155,9 +155,12 @@ func (b *Backend) forget(w *waiter) bool {
 }
 
 // dequeue drops w and deletes its ticket, in the background: the waiter
-// gave up. If the delete fails the ticket goes with the session lease.
+// gave up. It deletes even when no attempt reported a ticket, since one
+// whose answer was lost may have put it, and the session lease that would
+// end it lives as long as the backend. If the delete fails the ticket goes
+// with the session lease.
 func (b *Backend) dequeue(w *waiter) {
-	if !b.forget(w) || w.ticketRev() == 0 {
+	if !b.forget(w) {
 		return
 	}
 	b.cleanup.Add(1)
