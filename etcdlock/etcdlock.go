@@ -70,6 +70,7 @@ type Backend struct {
 	timeout time.Duration
 
 	cleanup sync.WaitGroup // background revocations and dequeues
+	grants  grants         // leases this backend granted, by token
 
 	mu       sync.Mutex
 	waiters  map[string]*waiter // by lock id: this backend's queued waiters
@@ -253,7 +254,11 @@ func (b *Backend) acquireFirst(ctx context.Context, req dlock.AcquireRequest, w 
 		rec, err := b.refused(ctx, req.Key, nil, seen)
 		return rec, false, err
 	case w == nil:
-		return b.grant(ctx, req, sent, nil, freeAndNoQueue(lk, qp), nil, reads)
+		return b.grant(ctx, req, sent, freeAndNoQueue(lk, qp), nil, reads, func(resp *clientv3.TxnResponse) (dlock.Record, bool, error) {
+			rs := resp.Responses
+			rec, err := b.refused(ctx, req.Key, nil, refusal{rev: resp.Header.Revision, lock: rs[0].GetResponseRange().Kvs, head: rs[1].GetResponseRange().Kvs})
+			return rec, false, err
+		})
 	}
 	// Free: try to take it, and if someone came first, queue in the same
 	// transaction.
@@ -267,7 +272,9 @@ func (b *Backend) acquireFirst(ctx context.Context, req dlock.AcquireRequest, w 
 	)
 	err = b.withSession(ctx, func(sess clientv3.LeaseID) error {
 		var err error
-		rec, granted, err = b.grant(ctx, req, sent, w, freeAndNoQueue(lk, qp), nil, joinOps(lk, qp, w.ticket, t, sess))
+		rec, granted, err = b.grant(ctx, req, sent, freeAndNoQueue(lk, qp), nil, joinOps(lk, qp, w.ticket, t, sess), func(resp *clientv3.TxnResponse) (dlock.Record, bool, error) {
+			return b.joined(ctx, req.Key, w, resp)
+		})
 		return err
 	})
 	return rec, granted, err
@@ -310,7 +317,12 @@ func (b *Backend) enqueue(ctx context.Context, key string, w *waiter) (dlock.Rec
 	if err != nil {
 		return dlock.Record{}, false, err
 	}
-	w.enqueued(resp.Header.Revision)
+	return b.joined(ctx, key, w, resp)
+}
+
+// joined reports the refusal of a transaction that ran joinOps.
+func (b *Backend) joined(ctx context.Context, key string, w *waiter, resp *clientv3.TxnResponse) (dlock.Record, bool, error) {
+	w.enqueued(resp.Header.Revision) // the ticket's put is the transaction's revision
 	rs := resp.Responses
 	rec, err := b.refused(ctx, key, w, refusal{
 		rev:         resp.Header.Revision,
@@ -325,9 +337,10 @@ func (b *Backend) enqueue(ctx context.Context, key string, w *waiter) (dlock.Rec
 
 // grant runs the granting transaction: if every cmp holds, the lock key is
 // written on a new lease (and the ops in also run); else the ops in
-// otherwise run and the lease is given back: they read the lock key and
-// the head of its queue, and, if they are joinOps, put a waiter's ticket.
-func (b *Backend) grant(ctx context.Context, req dlock.AcquireRequest, sent time.Time, w *waiter, cmps []clientv3.Cmp, also, otherwise []clientv3.Op) (dlock.Record, bool, error) {
+// otherwise run, the lease is given back, and refusedBy reports the
+// refusal from their results.
+func (b *Backend) grant(ctx context.Context, req dlock.AcquireRequest, sent time.Time, cmps []clientv3.Cmp, also, otherwise []clientv3.Op,
+	refusedBy func(*clientv3.TxnResponse) (dlock.Record, bool, error)) (dlock.Record, bool, error) {
 	v := newValue(req, sent)
 	data, err := v.encode()
 	if err != nil {
@@ -349,17 +362,11 @@ func (b *Backend) grant(ctx context.Context, req dlock.AcquireRequest, sent time
 	}
 	if !resp.Succeeded {
 		b.revokeLater(lease.ID)
-		rs := resp.Responses
-		seen := refusal{rev: resp.Header.Revision, lock: rs[0].GetResponseRange().Kvs, head: rs[1].GetResponseRange().Kvs}
-		if w != nil && len(otherwise) > 3 {
-			w.enqueued(resp.Header.Revision) // the ticket's put is the transaction's revision
-			seen.ahead, seen.lookedAhead, seen.joined = rs[2].GetResponseRange().Kvs, true, true
-		}
-		rec, err := b.refused(ctx, req.Key, w, seen)
-		return rec, false, err
+		return refusedBy(resp)
 	}
 	g := grant{value: v, lease: int64(lease.ID), createRev: resp.Header.Revision, modRev: resp.Header.Revision}
 	g.expiresAt = sent.Add(time.Duration(lease.TTL) * time.Second)
+	b.grants.put(req.Token, g)
 	return g.record(), true, nil
 }
 
@@ -383,9 +390,11 @@ type refusal struct {
 // becomes first in line, so the looks the core makes on its own are only
 // a safety net. The one at the holder's expiry comes a second late: etcd
 // deletes the key a moment after the lease ends, and would otherwise be
-// looked at again and again.
+// looked at again and again. A waiter behind others is not told the
+// holder's expiry: it will not look at it, and asking etcd costs a request.
 func (b *Backend) refused(ctx context.Context, key string, w *waiter, r refusal) (dlock.Record, error) {
 	lock, head := r.lock, r.head
+	first := w != nil && ((r.joined && len(head) == 0) || (len(head) > 0 && string(head[0].Key) == w.ticket))
 	var rec dlock.Record
 	switch {
 	case len(lock) > 0:
@@ -393,8 +402,10 @@ func (b *Backend) refused(ctx context.Context, key string, w *waiter, r refusal)
 		if err != nil {
 			return dlock.Record{}, err
 		}
-		if _, err := b.withExpiry(ctx, holder); err != nil {
-			return dlock.Record{}, err
+		if w == nil || first {
+			if _, err := b.withExpiry(ctx, holder); err != nil {
+				return dlock.Record{}, err
+			}
 		}
 		rec = holder.record()
 	case len(head) > 0:
@@ -408,7 +419,6 @@ func (b *Backend) refused(ctx context.Context, key string, w *waiter, r refusal)
 		rec = dlock.Record{Key: key, ExpiresAt: time.Now()}
 	}
 	if w != nil {
-		first := (r.joined && len(head) == 0) || (len(head) > 0 && string(head[0].Key) == w.ticket)
 		p := place{rev: r.rev, first: first, held: len(lock) > 0, known: first}
 		if r.lookedAhead && !first && len(r.ahead) > 0 {
 			p.ahead, p.known = string(r.ahead[0].Key), true
@@ -452,37 +462,52 @@ func (b *Backend) owned(ctx context.Context, key, token string) (*grant, error) 
 
 // Refresh renews token's lease on key for ttl from now. If ttl rounds to
 // the number of seconds the lease was granted with, it is one keep-alive of
-// the lease; otherwise the key moves to a new lease of the new length (the
-// fence, its create revision, stays).
+// the lease (after a read of the key unless this backend granted it);
+// otherwise the key moves to a new lease of the new length (the fence, its
+// create revision, stays).
 func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Duration) (dlock.Record, error) {
 	sent := time.Now()
+	secs := leaseSeconds(ttl)
 	var rec dlock.Record
 	err := b.call(ctx, "refresh", key, func(ctx context.Context) error {
+		if g, ok := b.grants.get(token, key); ok && g.LeaseTTL == secs {
+			err := b.keepAlive(ctx, &g, sent, &rec)
+			if !errors.Is(err, dlock.ErrNotHeld) {
+				return err
+			}
+			b.grants.drop(token) // gone, or moved: read the key
+		}
 		g, err := b.owned(ctx, key, token)
 		if err != nil {
 			return err
 		}
-		secs := leaseSeconds(ttl)
 		if secs != g.LeaseTTL {
-			return b.move(ctx, g, secs, sent, &rec)
+			return b.move(ctx, token, g, secs, sent, &rec)
 		}
-		resp, err := b.cli.KeepAliveOnce(ctx, clientv3.LeaseID(g.lease))
-		switch {
-		case errors.Is(err, rpctypes.ErrLeaseNotFound):
-			return dlock.ErrNotHeld // expired, released or broken since the read
-		case err != nil:
-			return err
-		}
-		g.expiresAt = sent.Add(time.Duration(resp.TTL) * time.Second)
-		rec = g.record()
-		return nil
+		return b.keepAlive(ctx, g, sent, &rec)
 	})
 	return rec, err
 }
 
+// keepAlive renews g's lease once.
+func (b *Backend) keepAlive(ctx context.Context, g *grant, sent time.Time, rec *dlock.Record) error {
+	resp, err := b.cli.KeepAliveOnce(ctx, clientv3.LeaseID(g.lease))
+	switch {
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		return dlock.ErrNotHeld // expired, released or broken
+	case err != nil:
+		return err
+	}
+	g.expiresAt = sent.Add(time.Duration(resp.TTL) * time.Second)
+	*rec = g.record()
+	return nil
+}
+
 // move attaches g's key to a new lease of secs seconds, if it is still on
-// g's lease, and revokes the old lease. etcd cannot change a lease's TTL.
-func (b *Backend) move(ctx context.Context, g *grant, secs int64, sent time.Time, rec *dlock.Record) error {
+// g's lease, and then revokes the old lease: etcd cannot change a lease's
+// TTL. The revocation is waited for, so that once the move has returned, no
+// keep-alive of the old lease can succeed.
+func (b *Backend) move(ctx context.Context, token string, g *grant, secs int64, sent time.Time, rec *dlock.Record) error {
 	v := g.value
 	v.LeaseTTL = secs
 	data, err := v.encode()
@@ -507,10 +532,14 @@ func (b *Backend) move(ctx context.Context, g *grant, secs int64, sent time.Time
 		b.revokeLater(lease.ID)
 		return dlock.ErrNotHeld
 	}
-	b.revokeLater(clientv3.LeaseID(g.lease))
+	old := clientv3.LeaseID(g.lease)
 	g.value, g.lease = v, int64(lease.ID)
 	g.expiresAt = sent.Add(time.Duration(lease.TTL) * time.Second)
+	b.grants.update(token, *g)
 	*rec = g.record()
+	if _, err := b.cli.Revoke(ctx, old); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		b.revokeLater(old)
+	}
 	return nil
 }
 
@@ -523,6 +552,16 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 		b.dequeue(w)
 	}
 	return b.call(ctx, "release", key, func(ctx context.Context) error {
+		if g, ok := b.grants.get(token, key); ok {
+			err := b.revoke(ctx, &g)
+			if !errors.Is(err, dlock.ErrNotHeld) {
+				if err == nil {
+					b.grants.drop(token)
+				}
+				return err
+			}
+			b.grants.drop(token) // gone, or moved: read the key
+		}
 		g, err := b.owned(ctx, key, token)
 		if err != nil {
 			return err

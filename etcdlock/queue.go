@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dlock-dev/dlock"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -54,6 +56,7 @@ type waiter struct {
 	stop   func() bool // stops the dequeue at the end of the wait's context
 
 	moved chan struct{} // a new ticket replaced a lost one
+	free  atomic.Bool   // the subscription saw the key free, w first
 
 	mu  sync.Mutex
 	rev int64 // the ticket's create revision, 0 until it has one
@@ -89,6 +92,13 @@ func (w *waiter) refusedAt(p place) {
 	w.at = p
 	w.mu.Unlock()
 }
+
+// sawFree notes, before a wake-up, that the key was free with w first.
+func (w *waiter) sawFree() { w.free.Store(true) }
+
+// takeFree reports (once) whether the last wake-up saw the key free with
+// w first.
+func (w *waiter) takeFree() bool { return w.free.Swap(false) }
 
 func (w *waiter) place() place {
 	w.mu.Lock()
@@ -252,39 +262,51 @@ func (b *Backend) session(ctx context.Context) (clientv3.LeaseID, error) {
 // acquireQueued is a later attempt of a waiter with a ticket: a read of the
 // lock, the head of the queue and the ticket, and, only if the key is free
 // and the ticket first in line, the granting transaction, which deletes the
-// ticket. A ticket that is gone (its session lease ended) is taken again,
-// at the end of the line.
+// ticket. When the subscription woke the waiter because it saw the key free
+// with the waiter first, the read is skipped: the transaction checks the
+// same, and reads the same if it fails. A ticket that is gone (its session
+// lease ended) is taken again, at the end of the line.
 func (b *Backend) acquireQueued(ctx context.Context, req dlock.AcquireRequest, w *waiter, sent time.Time) (dlock.Record, bool, error) {
-	lk, qp := b.lockKey(req.Key), b.queuePrefix(req.Key)
-	read, err := b.cli.Txn(ctx).Then(
+	lk, qp, rev := b.lockKey(req.Key), b.queuePrefix(req.Key), w.ticketRev()
+	reads := []clientv3.Op{
 		clientv3.OpGet(lk),
 		clientv3.OpGet(qp, clientv3.WithFirstCreate()...),
 		clientv3.OpGet(w.ticket),
-		lastBefore(qp, w.ticketRev()),
-	).Commit()
-	if err != nil {
-		return dlock.Record{}, false, err
+		lastBefore(qp, rev),
 	}
-	lock := read.Responses[0].GetResponseRange().Kvs
-	head := read.Responses[1].GetResponseRange().Kvs
-	mine := read.Responses[2].GetResponseRange().Kvs
-	ahead := read.Responses[3].GetResponseRange().Kvs
-	switch {
-	case len(mine) == 0:
-		return b.enqueue(ctx, req.Key, w)
-	case len(lock) > 0 || string(head[0].Key) != w.ticket:
-		rec, err := b.refused(ctx, req.Key, w, refusal{rev: read.Header.Revision, lock: lock, head: head, ahead: ahead, lookedAhead: true})
+	refusedBy := func(resp *clientv3.TxnResponse) (dlock.Record, bool, error) {
+		rs := resp.Responses
+		if len(rs[2].GetResponseRange().Kvs) == 0 {
+			return b.enqueue(ctx, req.Key, w)
+		}
+		rec, err := b.refused(ctx, req.Key, w, refusal{
+			rev:         resp.Header.Revision,
+			lock:        rs[0].GetResponseRange().Kvs,
+			head:        rs[1].GetResponseRange().Kvs,
+			ahead:       rs[3].GetResponseRange().Kvs,
+			lookedAhead: true,
+		})
 		return rec, false, err
 	}
-	rev := mine[0].CreateRevision
-	return b.grant(ctx, req, sent, w,
+	if !w.takeFree() {
+		read, err := b.cli.Txn(ctx).Then(reads...).Commit()
+		if err != nil {
+			return dlock.Record{}, false, err
+		}
+		rs := read.Responses
+		lock, head, mine := rs[0].GetResponseRange().Kvs, rs[1].GetResponseRange().Kvs, rs[2].GetResponseRange().Kvs
+		if len(mine) == 0 || len(lock) > 0 || string(head[0].Key) != w.ticket {
+			return refusedBy(read)
+		}
+	}
+	return b.grant(ctx, req, sent,
 		[]clientv3.Cmp{
 			clientv3.Compare(clientv3.CreateRevision(lk), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(w.ticket), "=", rev),
 			clientv3.Compare(clientv3.CreateRevision(qp), ">", rev-1).WithPrefix(), // no older ticket
 		},
 		[]clientv3.Op{clientv3.OpDelete(w.ticket)},
-		[]clientv3.Op{clientv3.OpGet(lk), clientv3.OpGet(qp, clientv3.WithFirstCreate()...)})
+		reads, refusedBy)
 }
 
 // Subscribe wakes a waiting acquire when it should look again (see
@@ -337,7 +359,9 @@ func lastBefore(qp string, rev int64) clientv3.Op {
 // nothing since is missed. etcd serves a watch that starts in the past
 // from a catch-up loop that runs every 100ms until it has caught up, so
 // later watches start from now instead, and a read made after the watch
-// exists says whether what it watches is still there.
+// exists says whether what it watches is still there. (Starting the first
+// one from now too would cost that read for every wait whose revision
+// moved on before it subscribed, to save at most 100ms once per wait.)
 func (b *Backend) follow(ctx context.Context, w *waiter, notify func()) {
 	p := w.place()
 	for ctx.Err() == nil {
@@ -356,13 +380,14 @@ func (b *Backend) follow(ctx context.Context, w *waiter, notify func()) {
 
 // watchPlace waits at p, watching from just after p.rev: until the ticket
 // ahead goes, or, first in line, for every change of the lock. It returns
-// false if a watch could not be made or failed (w was woken to look on its
-// own), true when w moved.
+// false if a watch failed (w was woken to look on its own), true when w
+// moved.
 func (b *Backend) watchPlace(ctx context.Context, w *waiter, p place, notify func()) bool {
 	if !p.first {
-		return b.waitGone(ctx, w, p.ahead, b.cli.Watch(ctx, p.ahead, clientv3.WithRev(p.rev+1), clientv3.WithFilterPut()), notify)
+		return b.waitGone(ctx, w, b.cli.Watch(ctx, p.ahead, clientv3.WithRev(p.rev+1), clientv3.WithFilterPut()), notify)
 	}
 	if !p.held {
+		w.sawFree()
 		notify()
 	}
 	return b.watchLock(ctx, w, b.cli.Watch(ctx, b.lockKey(w.key), clientv3.WithRev(p.rev+1)), notify)
@@ -400,7 +425,7 @@ func (b *Backend) watchFromNow(ctx context.Context, w *waiter, notify func()) bo
 		if still.Count == 0 {
 			return true // gone already: look for the next one ahead
 		}
-		return b.waitGone(wctx, w, ahead, gone, notify)
+		return b.waitGone(wctx, w, gone, notify)
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -415,6 +440,7 @@ func (b *Backend) watchFromNow(ctx context.Context, w *waiter, notify func()) bo
 		return false
 	}
 	if held.Count == 0 {
+		w.sawFree()
 		notify()
 	}
 	return b.watchLock(wctx, w, changes, notify)
@@ -435,7 +461,7 @@ func (b *Backend) watchNow(ctx context.Context, key string, opts ...clientv3.OpO
 }
 
 // waitGone waits until the ticket ahead is deleted, as gone reports.
-func (b *Backend) waitGone(ctx context.Context, w *waiter, ahead string, gone clientv3.WatchChan, notify func()) bool {
+func (b *Backend) waitGone(ctx context.Context, w *waiter, gone clientv3.WatchChan, notify func()) bool {
 	for {
 		select {
 		case <-w.moved:
@@ -468,6 +494,9 @@ func (b *Backend) watchLock(ctx context.Context, w *waiter, changes clientv3.Wat
 				notify()
 				return false
 			case len(resp.Events) > 0:
+				if resp.Events[len(resp.Events)-1].Type == mvccpb.DELETE {
+					w.sawFree()
+				}
 				notify()
 			}
 		}
