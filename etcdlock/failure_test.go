@@ -167,28 +167,8 @@ func TestDataLossLosesLock(t *testing.T) {
 // core's release of the token, and by the backend itself, which revokes
 // the lease.
 func TestAmbiguousAcquireCleanedUp(t *testing.T) {
-	srv := testserver.StartEtcd(t)
 	var swallow atomic.Bool
-	// After a granting transaction (one that puts) ran on the server,
-	// pretend the answer was lost.
-	lose := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		err := invoker(ctx, method, req, reply, cc, opts...)
-		if txn, ok := req.(*etcdserverpb.TxnRequest); ok && swallow.Load() && puts(txn.Success) {
-			<-ctx.Done()
-			return ctx.Err()
-		}
-		return err
-	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{srv.Endpoint()},
-		DialTimeout: within,
-		Logger:      quietLogger(),
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(lose)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
+	cli := losingClient(t, testserver.StartEtcd(t), &swallow)
 	b := newBackend(t, cli)
 	c := dlock.New(b)
 
@@ -227,8 +207,31 @@ func TestAmbiguousAcquireCleanedUp(t *testing.T) {
 // answer was lost gives up with an error, and its ticket leaves the queue
 // (the session lease that would end it lives as long as the backend).
 func TestAmbiguousJoinDequeued(t *testing.T) {
-	srv := testserver.StartEtcd(t)
 	var swallow atomic.Bool
+	cli := losingClient(t, testserver.StartEtcd(t), &swallow)
+	b := newBackend(t, cli)
+	c := dlock.New(b)
+	if _, err := c.TryAcquire(t.Context(), "job", dlock.WithTTL(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	swallow.Store(true)
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	_, err := c.Acquire(ctx, "job")
+	cancel()
+	swallow.Store(false)
+	if err == nil {
+		t.Fatal("Acquire whose join was lost succeeded")
+	}
+	eventually(t, within, "the lost join's ticket is still queued", func() bool {
+		return queueLen(t, cli, b, "job") == 0
+	})
+}
+
+// losingClient returns a client on srv that, while swallow is set, loses
+// the answer of every transaction that puts (a grant, or a waiter's join):
+// the transaction runs on the server, and the caller sees its context end.
+func losingClient(t *testing.T, srv *testserver.Etcd, swallow *atomic.Bool) *clientv3.Client {
+	t.Helper()
 	lose := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		if txn, ok := req.(*etcdserverpb.TxnRequest); ok && swallow.Load() && puts(txn.Success) {
@@ -247,22 +250,7 @@ func TestAmbiguousJoinDequeued(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cli.Close() })
-	b := newBackend(t, cli)
-	c := dlock.New(b)
-	if _, err := c.TryAcquire(t.Context(), "job", dlock.WithTTL(time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	swallow.Store(true)
-	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-	_, err = c.Acquire(ctx, "job")
-	cancel()
-	swallow.Store(false)
-	if err == nil {
-		t.Fatal("Acquire whose join was lost succeeded")
-	}
-	eventually(t, within, "the lost join's ticket is still queued", func() bool {
-		return queueLen(t, cli, b, "job") == 0
-	})
+	return cli
 }
 
 func puts(ops []*etcdserverpb.RequestOp) bool {

@@ -462,42 +462,38 @@ func (b *Backend) watchNow(ctx context.Context, key string, opts ...clientv3.OpO
 
 // waitGone waits until the ticket ahead is deleted, as gone reports.
 func (b *Backend) waitGone(ctx context.Context, w *waiter, gone clientv3.WatchChan, notify func()) bool {
-	for {
-		select {
-		case <-w.moved:
-			return true
-		case resp, ok := <-gone:
-			switch {
-			case !ok:
-				return watchEnded(ctx, notify)
-			case resp.Err() != nil:
-				notify()
-				return false
-			case len(resp.Events) > 0:
-				return true
-			}
-		}
-	}
+	return onEvents(ctx, w, gone, notify, func([]*clientv3.Event) bool { return true })
 }
 
 // watchLock wakes w at every change of the lock, as changes reports.
 func (b *Backend) watchLock(ctx context.Context, w *waiter, changes clientv3.WatchChan, notify func()) bool {
+	return onEvents(ctx, w, changes, notify, func(evs []*clientv3.Event) bool {
+		if evs[len(evs)-1].Type == mvccpb.DELETE {
+			w.sawFree()
+		}
+		notify()
+		return false
+	})
+}
+
+// onEvents calls handle with the events of each response from ch until it
+// returns true (then onEvents returns true) or w's ticket was replaced
+// (true: w moved). A watch that failed wakes w and returns false, one that
+// closed is handled by watchEnded.
+func onEvents(ctx context.Context, w *waiter, ch clientv3.WatchChan, notify func(), handle func([]*clientv3.Event) bool) bool {
 	for {
 		select {
 		case <-w.moved:
 			return true
-		case resp, ok := <-changes:
+		case resp, ok := <-ch:
 			switch {
 			case !ok:
 				return watchEnded(ctx, notify)
 			case resp.Err() != nil:
 				notify()
 				return false
-			case len(resp.Events) > 0:
-				if resp.Events[len(resp.Events)-1].Type == mvccpb.DELETE {
-					w.sawFree()
-				}
-				notify()
+			case len(resp.Events) > 0 && handle(resp.Events):
+				return true
 			}
 		}
 	}
