@@ -9,8 +9,11 @@
 // and bsm/redislock, on a redis-server the program starts on a free
 // loopback port (or on --redis ADDR, which should be a server nothing else
 // uses, since commands are counted server-wide). File group: dlock's
-// filelock and gofrs/flock, in scratch directories under --dir. etcd's
-// concurrency.Mutex is not included: dlock has no etcd backend yet.
+// filelock and gofrs/flock, in scratch directories under --dir. etcd
+// group: dlock's etcdlock and etcd's own client/v3/concurrency Mutex, on
+// a one-member etcd the program starts on free loopback ports with its
+// data on /dev/shm (or on --etcd ENDPOINT, which should be a member
+// nothing else uses, since its requests are counted server-wide).
 //
 // It is a module of its own so that the peers never become dependencies
 // of dlock; it imports the scenarios from dlock's internal/bench through a
@@ -59,6 +62,8 @@ type options struct {
 	redisAddr string
 	noRedis   bool
 	noFile    bool
+	etcdAddr  string
+	noEtcd    bool
 	dir       string
 	json      bool
 }
@@ -75,6 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.redisAddr, "redis", "", "host:port of a Redis server nothing else uses (default: start redis-server on a free port)")
 	fs.BoolVar(&o.noRedis, "no-redis", false, "skip the Redis group")
 	fs.BoolVar(&o.noFile, "no-file", false, "skip the file group")
+	fs.StringVar(&o.etcdAddr, "etcd", "", "client URL (http://host:port) of a one-member etcd nothing else uses (default: start etcd on free ports)")
+	fs.BoolVar(&o.noEtcd, "no-etcd", false, "skip the etcd group")
 	fs.StringVar(&o.dir, "dir", os.TempDir(), "directory for the file group's scratch directories")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
@@ -133,8 +140,7 @@ type group struct {
 func compare(ctx context.Context, o options, args []string, stdout, stderr io.Writer) error {
 	report := bench.Report{Machine: bench.ThisMachine()}
 	report.Notes = append(report.Notes,
-		"command: go run . "+strings.Join(args, " ")+" (in bench/peers)",
-		"etcd concurrency.Mutex: not run, dlock has no etcd backend yet")
+		"command: go run . "+strings.Join(args, " ")+" (in bench/peers)")
 	var groups []group
 	floorTime := min(o.duration/2, time.Second)
 
@@ -157,6 +163,23 @@ func compare(ctx context.Context, o options, args []string, stdout, stderr io.Wr
 			addr = srv.addr
 		}
 		g, cleanup, err := redisGroup(ctx, addr, floorTime, &report)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		groups = append(groups, g)
+	}
+	if !o.noEtcd {
+		endpoint := o.etcdAddr
+		if endpoint == "" {
+			srv, err := startEtcd(ctx)
+			if err != nil {
+				return err
+			}
+			defer srv.stop()
+			endpoint = srv.endpoint
+		}
+		g, cleanup, err := etcdGroup(ctx, endpoint, floorTime, &report)
 		if err != nil {
 			return err
 		}
