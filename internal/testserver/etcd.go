@@ -29,6 +29,11 @@ type Etcd struct {
 	peer   int
 	tls    *tlsFiles
 	http   *http.Client
+
+	// For members of a cluster: the member's name, the --initial-cluster
+	// list and token, and slower timing (see StartEtcdCluster). Empty for
+	// a one-member cluster.
+	name, cluster, token string
 }
 
 type tlsFiles struct{ cert, key string }
@@ -108,18 +113,25 @@ func (e *Etcd) args(port int) []string {
 	}
 	client := fmt.Sprintf("%s://127.0.0.1:%d", scheme, port)
 	peers := fmt.Sprintf("http://127.0.0.1:%d", e.peer)
+	name, cluster, heartbeat, election := "dlocktest", "dlocktest="+peers, "10", "100"
+	if e.cluster != "" {
+		name, cluster, heartbeat, election = e.name, e.cluster, "50", "500"
+	}
 	args := []string{
-		"--name", "dlocktest",
+		"--name", name,
 		"--data-dir", e.DataDir,
 		"--listen-client-urls", client,
 		"--advertise-client-urls", client,
 		"--listen-peer-urls", peers,
 		"--initial-advertise-peer-urls", peers,
-		"--initial-cluster", "dlocktest=" + peers,
-		"--heartbeat-interval", "10",
-		"--election-timeout", "100",
+		"--initial-cluster", cluster,
+		"--heartbeat-interval", heartbeat,
+		"--election-timeout", election,
 		"--log-level", "error",
 		"--logger", "zap",
+	}
+	if e.token != "" {
+		args = append(args, "--initial-cluster-token", e.token)
 	}
 	if e.tls != nil {
 		args = append(args, "--cert-file", e.tls.cert, "--key-file", e.tls.key)
@@ -153,6 +165,92 @@ func (e *Etcd) waitHealthy(t testing.TB) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// EtcdCluster is a cluster of etcd members started by [StartEtcdCluster].
+type EtcdCluster struct {
+	Members []*Etcd
+}
+
+// StartEtcdCluster starts an n-member etcd cluster for t on free loopback
+// ports, or skips t if etcd is not installed (fails it when CI=true), and
+// waits until every member reports itself healthy. The members are killed
+// when t ends. Their heartbeat is 50ms and election timeout 500ms: on a
+// loaded two-core machine a tighter timing makes members call elections
+// when nothing failed. The minimum lease TTL is then 1s, as for
+// [StartEtcd].
+func StartEtcdCluster(t testing.TB, n int) *EtcdCluster {
+	t.Helper()
+	binary := Binary(t, "etcd")
+	token := fmt.Sprintf("dlocktest-%d-%d", os.Getpid(), time.Now().UnixNano())
+	c := &EtcdCluster{}
+	var peers []string
+	for i := range n {
+		dir, err := os.MkdirTemp(shmOrTemp(), "dlock-etcd-")
+		if err != nil {
+			t.Fatalf("testserver: etcd data directory: %v", err)
+		}
+		t.Cleanup(func() { _ = os.RemoveAll(dir) })
+		m := &Etcd{DataDir: dir, binary: binary, http: http.DefaultClient, name: fmt.Sprintf("m%d", i), peer: FreePort(t), token: token}
+		peers = append(peers, fmt.Sprintf("%s=http://127.0.0.1:%d", m.name, m.peer))
+		c.Members = append(c.Members, m)
+	}
+	// A member serves clients only once the cluster has formed, so all are
+	// launched before any is waited for.
+	for _, m := range c.Members {
+		m.cluster = strings.Join(peers, ",")
+		p, err := launch(binary, m.args, FreePort(t))
+		if err != nil {
+			t.Fatalf("testserver: start etcd member %s: %v", m.name, err)
+		}
+		t.Cleanup(p.Stop)
+		m.Process = p
+	}
+	for _, m := range c.Members {
+		m.waitHealthy(t)
+	}
+	return c
+}
+
+// Endpoints are the members' client URLs.
+func (c *EtcdCluster) Endpoints() []string {
+	var eps []string
+	for _, m := range c.Members {
+		eps = append(eps, m.Endpoint())
+	}
+	return eps
+}
+
+// Leader returns the member that says it is the leader (from its
+// /metrics), waiting up to 15s for one to say so.
+func (c *EtcdCluster) Leader(t testing.TB) *Etcd {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range c.Members {
+			if m.isLeader() {
+				return m
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("testserver: no etcd member says it is the leader")
+	return nil
+}
+
+func (e *Etcd) isLeader() bool {
+	select {
+	case <-e.done:
+		return false // stopped
+	default:
+	}
+	resp, err := e.http.Get(e.Endpoint() + "/metrics")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return err == nil && strings.Contains(string(body), "\netcd_server_is_leader 1\n")
 }
 
 func shmOrTemp() string {

@@ -79,6 +79,23 @@ func Start(t testing.TB, binary string, args func(port int) []string) *Process {
 }
 
 func start(binary string, args func(port int) []string, port int) (*Process, error) {
+	p, err := launch(binary, args, port)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := p.waitReady(ctx); err != nil {
+		p.Stop()
+		return nil, fmt.Errorf("%w; output:\n%s", err, p.Output())
+	}
+	return p, nil
+}
+
+// launch runs the program with args(port) without waiting for it to
+// accept connections: for servers that accept them only once their peers
+// are up too.
+func launch(binary string, args func(port int) []string, port int) (*Process, error) {
 	p := &Process{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, args(port)...)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -91,12 +108,6 @@ func start(binary string, args func(port int) []string, port int) (*Process, err
 		return nil, err
 	}
 	go p.collect(out)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := p.waitReady(ctx); err != nil {
-		p.Stop()
-		return nil, fmt.Errorf("%w; output:\n%s", err, p.Output())
-	}
 	return p, nil
 }
 
