@@ -11,6 +11,7 @@ import (
 
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/filelock"
+	"github.com/dlock-dev/dlock/internal/backendurl"
 )
 
 // backendEnv names the environment variable that sets the backend URL when
@@ -30,8 +31,9 @@ type backendScheme struct {
 }
 
 // backends maps URL schemes to openers. Only the CLI parses URLs; library
-// users call the backends' constructors. Later backends (redis://,
-// rediss://, memcached://, etcd://) register here.
+// users call the backends' constructors. Each backend registers from its
+// own file (backend_<name>.go); etcd's real opener is registered by
+// cmd/dlock-etcd (see backend_etcd.go).
 var backends = map[string]backendScheme{
 	"file": {
 		open: openFile,
@@ -42,9 +44,16 @@ var backends = map[string]backendScheme{
 	},
 }
 
+// registerBackend makes scheme:// URLs open with open, described in help by
+// forms (lines of "URL   explanation"), replacing what was registered for
+// the scheme. Call it before Main.
+func registerBackend(scheme string, open func(ctx context.Context, u *url.URL) (dlock.Backend, error), forms []string) {
+	backends[strings.ToLower(scheme)] = backendScheme{open: open, forms: forms}
+}
+
 // errBadURL marks a backend URL that is malformed or not accepted; it maps
 // to the usage exit code.
-var errBadURL = errors.New("bad backend URL")
+var errBadURL = backendurl.ErrBad
 
 func acceptedSchemes() string {
 	names := make([]string, 0, len(backends))

@@ -2,160 +2,76 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
-	"strings"
-	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
+	"os/exec"
+	"path/filepath"
+	"syscall"
 
 	"github.com/dlock-dev/dlock"
-	"github.com/dlock-dev/dlock/etcdlock"
 )
 
+// etcdForms describe the etcd URLs in help.
+var etcdForms = []string{
+	"etcd://[user:pass@]h1:p1[,h2:p2...]   etcd backend (default port 2379): sound fences",
+	"                         ?prefix=P (default dlock/)  ?timeout=D per operation (default 5s)",
+	"etcds://...              the same over TLS: ?cacert=FILE (else the system's roots),",
+	"                         ?cert=FILE&key=FILE for a client certificate (see docs/etcd.md)",
+}
+
+// dlockEtcd is the command that has the etcd backend: dlock with the etcd
+// client linked in (cmd/dlock-etcd).
+const dlockEtcd = "dlock-etcd"
+
 func init() {
-	backends["etcds"] = backendScheme{open: openEtcd}
-	// The forms are listed once, under "etcd".
-	backends["etcd"] = backendScheme{
-		open: openEtcd,
-		forms: []string{
-			"etcd://[user:pass@]h1:p1[,h2:p2...]   etcd backend (default port 2379): sound fences",
-			"                         ?prefix=P (default dlock/)  ?timeout=D per operation (default 5s)",
-			"etcds://...              the same over TLS: ?cacert=FILE (else the system's roots),",
-			"                         ?cert=FILE&key=FILE for a client certificate (see docs/etcd.md)",
-		},
-	}
+	// The etcd client's gRPC and protobuf packages double the start-up
+	// time of every process that links them (7 to 14 ms on a two-core VM),
+	// which dlock stress's thousand processes on the file backend feel: 5.5
+	// to 8.6 s of launch spread. So dlock hands etcd:// URLs over to
+	// dlock-etcd, which registers the real opener (internal/etcdurl).
+	forms := append([]string(nil), etcdForms...)
+	forms[0] += " (runs " + dlockEtcd + ")"
+	registerEtcd(handOverToDlockEtcd, forms)
 }
 
-// etcdPort is etcd's standard client port, used when a URL names none.
-const etcdPort = "2379"
-
-// etcdBackend is the CLI's etcd backend: it owns its etcd client and closes
-// it with the backend.
-type etcdBackend struct {
-	*etcdlock.Backend
-	cli *clientv3.Client
+// RegisterEtcd makes etcd:// and etcds:// URLs open with open, for
+// dlock-etcd, before Main is called.
+func RegisterEtcd(open func(ctx context.Context, u *url.URL) (dlock.Backend, error)) {
+	registerEtcd(open, etcdForms)
 }
 
-func (b etcdBackend) Close() error {
-	return errors.Join(b.Backend.Close(), b.cli.Close())
+func registerEtcd(open func(ctx context.Context, u *url.URL) (dlock.Backend, error), forms []string) {
+	registerBackend("etcds", open, nil) // described under etcd
+	registerBackend("etcd", open, forms)
 }
 
-// openEtcd opens etcd[s]://[user:pass@]host[:port][,host[:port]...]
-// [?prefix=P&timeout=D&cacert=F&cert=F&key=F]. Without a user it does not
-// wait for the cluster, and an unreachable one shows on the first
-// operation as "store unavailable"; with one, the etcd client
-// authenticates at once, and that fails as "store unavailable" here.
-func openEtcd(_ context.Context, u *url.URL) (dlock.Backend, error) {
-	scheme := strings.ToLower(u.Scheme)
-	useTLS := scheme == "etcds"
-	if u.Opaque != "" || (u.Path != "" && u.Path != "/") || u.Fragment != "" {
-		return nil, fmt.Errorf("%w: use %s://host:port with no path", errBadURL, scheme)
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("%w: no endpoint; use %s://host:port", errBadURL, scheme)
-	}
-	// With a user name the client authenticates when it is made, bounded by
-	// DialTimeout: the same bound as each operation.
-	cfg := clientv3.Config{DialTimeout: etcdlock.DefaultTimeout, Logger: zap.NewNop()}
-	cfg.Username, cfg.Password = urlUser(u)
-	q, err := url.ParseQuery(u.RawQuery)
+// handOverToDlockEtcd replaces this process with dlock-etcd, given the same
+// arguments and environment: the one next to this executable, else the one
+// on $PATH. It returns only if there is none, or the exec failed.
+func handOverToDlockEtcd(_ context.Context, _ *url.URL) (dlock.Backend, error) {
+	path, err := findDlockEtcd(os.Executable, exec.LookPath)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errBadURL, err)
-	}
-	var (
-		opts                      []etcdlock.Option
-		caFile, certFile, keyFile string
-	)
-	for name, vals := range q {
-		last := vals[len(vals)-1]
-		switch name {
-		case "prefix":
-			opts = append(opts, etcdlock.WithPrefix(last))
-		case "timeout":
-			d, err := time.ParseDuration(last)
-			if err != nil || d <= 0 {
-				return nil, fmt.Errorf("%w: timeout %q is not a positive duration such as 2s", errBadURL, last)
-			}
-			opts = append(opts, etcdlock.WithTimeout(d))
-			cfg.DialTimeout = d
-		case "cacert", "cert", "key":
-			if !useTLS {
-				return nil, fmt.Errorf("%w: %s is for etcds:// (TLS)", errBadURL, name)
-			}
-			switch name {
-			case "cacert":
-				caFile = last
-			case "cert":
-				certFile = last
-			default:
-				keyFile = last
-			}
-		default:
-			return nil, fmt.Errorf("%w: unknown parameter %q (accepted: prefix, timeout, cacert, cert, key)", errBadURL, name)
-		}
-	}
-	urlScheme := "http://"
-	if useTLS {
-		if cfg.TLS, err = etcdTLS(caFile, certFile, keyFile); err != nil {
-			return nil, err
-		}
-		urlScheme = "https://"
-	}
-	for _, h := range strings.Split(u.Host, ",") {
-		addr, err := hostPort(h, etcdPort)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Endpoints = append(cfg.Endpoints, urlScheme+addr)
-	}
-	cli, err := clientv3.New(cfg)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("no answer from etcd within %v", cfg.DialTimeout)
-		}
-		return nil, fmt.Errorf("authenticate as %q: %w", cfg.Username, err)
-	}
-	b, err := etcdlock.New(cli, opts...)
-	if err != nil {
-		_ = cli.Close()
-		if errors.Is(err, dlock.ErrInvalidOption) {
-			return nil, fmt.Errorf("%w: %v", errBadURL, err)
-		}
 		return nil, err
 	}
-	return etcdBackend{Backend: b, cli: cli}, nil
+	argv := append([]string{path}, os.Args[1:]...)
+	return nil, fmt.Errorf("run %s: %w", path, syscall.Exec(path, argv, os.Environ()))
 }
 
-// etcdTLS builds the TLS configuration of etcds:// from PEM files: the CA
-// to trust (the system's roots when none is given) and an optional client
-// certificate. Unreadable files are usage errors: they are the user's typo.
-func etcdTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: cacert: %v", errBadURL, err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: cacert %s holds no PEM certificate", errBadURL, caFile)
+// findDlockEtcd looks for dlock-etcd next to this executable, then on
+// $PATH.
+func findDlockEtcd(self func() (string, error), lookPath func(string) (string, error)) (string, error) {
+	if exe, err := self(); err == nil {
+		next := filepath.Join(filepath.Dir(exe), dlockEtcd)
+		if fi, err := os.Stat(next); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return next, nil
 		}
 	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, fmt.Errorf("%w: cert and key go together", errBadURL)
+	if path, err := lookPath(dlockEtcd); err == nil {
+		return path, nil
 	}
-	if certFile != "" {
-		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: client certificate: %v", errBadURL, err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	return cfg, nil
+	return "", errors.New("etcd:// is served by " + dlockEtcd + ", the dlock command with the etcd client, " +
+		"which is neither next to this dlock nor on $PATH: go install github.com/dlock-dev/dlock/cmd/dlock-etcd " +
+		"(or go run ./cmd/dlock-etcd in a checkout); see docs/etcd.md")
 }

@@ -3,67 +3,40 @@ package cli
 import (
 	"errors"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/dlock-dev/dlock/internal/etcdurl"
 	"github.com/dlock-dev/dlock/internal/testserver"
 )
 
-func TestEtcdURLs(t *testing.T) {
-	for _, raw := range []string{
-		"etcd://127.0.0.1:2379",
-		"etcd://localhost",
-		"etcd://127.0.0.1:1,127.0.0.1:2/",
-		"etcd://127.0.0.1?prefix=app/&timeout=250ms",
-		"ETCD://127.0.0.1",
-		"etcds://127.0.0.1",
-	} {
-		u, err := url.Parse(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := openEtcd(t.Context(), u)
-		if err != nil {
-			t.Errorf("%s: %v", raw, err)
-			continue
-		}
-		_ = b.(etcdBackend).Close()
-	}
-	for raw, want := range map[string]string{
-		"etcd://":                         "no endpoint",
-		"etcd://h/path":                   "no path",
-		"etcd://h?ttl=1s":                 `unknown parameter "ttl"`,
-		"etcd://h?timeout=soon":           "timeout",
-		"etcd://h?timeout=0s":             "timeout",
-		"etcd://h?prefix=":                "empty prefix",
-		"etcd://h1,,h2":                   "empty server",
-		"etcd://h?cacert=ca.pem":          "for etcds://",
-		"etcds://h?cacert=/nonexistent":   "cacert",
-		"etcds://h?cert=/c.pem":           "cert and key go together",
-		"etcds://h?cert=/c.pem&key=/k.pm": "client certificate",
-	} {
-		u, err := url.Parse(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = openEtcd(t.Context(), u)
-		if !errors.Is(err, errBadURL) || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: %v, want a bad URL error mentioning %q", raw, err, want)
-		}
-	}
-}
+// The test binary acts as dlock-etcd: it has the real etcd opener.
+func init() { RegisterEtcd(etcdurl.Open) }
 
-// With a user and password the etcd client authenticates when it is made:
-// against no server that is "store unavailable" within the URL's timeout,
-// not a usage error.
-func TestEtcdURLWithUserUnreachable(t *testing.T) {
-	u, err := url.Parse("etcd://user:pw@127.0.0.1:1?timeout=250ms")
-	if err != nil {
+// dlock hands etcd URLs over to dlock-etcd: the one next to its own
+// executable, else the one on $PATH, else an error that says how to get
+// it.
+func TestFindDlockEtcd(t *testing.T) {
+	dir := t.TempDir()
+	self := func() (string, error) { return filepath.Join(dir, "dlock"), nil }
+	onPath := func(string) (string, error) { return "/usr/local/bin/dlock-etcd", nil }
+	notOnPath := func(name string) (string, error) { return "", errors.New("not found") }
+
+	if got, err := findDlockEtcd(self, onPath); err != nil || got != "/usr/local/bin/dlock-etcd" {
+		t.Errorf("with dlock-etcd on $PATH only: %q, %v", got, err)
+	}
+	_, err := findDlockEtcd(self, notOnPath)
+	if err == nil || !strings.Contains(err.Error(), "go install github.com/dlock-dev/dlock/cmd/dlock-etcd") {
+		t.Errorf("with no dlock-etcd: %v, want an error saying how to install it", err)
+	}
+	sibling := filepath.Join(dir, "dlock-etcd")
+	if err := os.WriteFile(sibling, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	_, err = openEtcd(t.Context(), u)
-	if err == nil || errors.Is(err, errBadURL) {
-		t.Fatalf("open with credentials against no server: %v, want an error that is not a usage error", err)
+	if got, err := findDlockEtcd(self, onPath); err != nil || got != sibling {
+		t.Errorf("with dlock-etcd next to dlock: %q, %v; want %q", got, err, sibling)
 	}
 }
 

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/internal/backendurl"
 	"github.com/dlock-dev/dlock/memcachelock"
 )
 
@@ -70,7 +70,7 @@ func openMemcached(_ context.Context, u *url.URL) (dlock.Backend, error) {
 	}
 	servers := make([]string, len(hosts))
 	for i, h := range hosts {
-		if servers[i], err = hostPort(h, memcachedPort); err != nil {
+		if servers[i], err = backendurl.HostPort(h, memcachedPort); err != nil {
 			return nil, err
 		}
 	}
@@ -82,23 +82,4 @@ func openMemcached(_ context.Context, u *url.URL) (dlock.Backend, error) {
 		return nil, err // a name that did not resolve: unavailable
 	}
 	return b, nil
-}
-
-// hostPort turns "host", "host:port", "[v6]" or "[v6]:port" into a
-// dialable host:port, with defaultPort where h names none.
-func hostPort(h, defaultPort string) (string, error) {
-	if h == "" {
-		return "", fmt.Errorf("%w: empty server in the list", errBadURL)
-	}
-	if host, port, err := net.SplitHostPort(h); err == nil {
-		if host == "" || port == "" {
-			return "", fmt.Errorf("%w: server %q needs a host and a port", errBadURL, h)
-		}
-		return h, nil
-	}
-	host := strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
-	if strings.ContainsAny(host, "[]/ ") {
-		return "", fmt.Errorf("%w: bad server %q; use host:port", errBadURL, h)
-	}
-	return net.JoinHostPort(host, defaultPort), nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/internal/backendurl"
 	"github.com/dlock-dev/dlock/redislock"
 )
 
@@ -105,7 +106,7 @@ func openRedis(_ context.Context, u *url.URL) (dlock.Backend, error) {
 			return nil, err
 		}
 		o := &redis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true}
-		o.Username, o.Password = urlUser(u)
+		o.Username, o.Password = backendurl.User(u)
 		if useTLS {
 			o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
@@ -129,7 +130,7 @@ func openRedis(_ context.Context, u *url.URL) (dlock.Backend, error) {
 			}
 		}
 		o := &redis.FailoverOptions{MasterName: master, SentinelAddrs: addrs, DB: db, ContextTimeoutEnabled: true}
-		o.Username, o.Password = urlUser(u)
+		o.Username, o.Password = backendurl.User(u)
 		if useTLS {
 			o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
@@ -160,15 +161,6 @@ func redisAddrs(hosts string) ([]string, error) {
 		addrs = append(addrs, h)
 	}
 	return addrs, nil
-}
-
-// urlUser returns the user and password of u, empty if it has none.
-func urlUser(u *url.URL) (user, pass string) {
-	if u.User == nil {
-		return "", ""
-	}
-	pass, _ = u.User.Password()
-	return u.User.Username(), pass
 }
 
 // quietRedis discards go-redis's internal log lines.
