@@ -45,20 +45,7 @@ func TestFindDlockEtcd(t *testing.T) {
 func TestEtcdBackend(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	s := &store{t: t, url: "etcd://" + srv.Addr + "?prefix=" + url.QueryEscape(t.Name()+"/")}
-	token, _ := s.mustDlock(0, "acquire", "--ttl", "1m", "-q", "job")
-	token = strings.TrimSpace(token)
-	out, _ := s.mustDlock(0, "status", "job")
-	if !strings.Contains(out, "locked:    yes") {
-		t.Errorf("status of a held key:\n%s", out)
-	}
-	if out, _ := s.mustDlock(0, "list"); !strings.Contains(out, "job") {
-		t.Errorf("list:\n%s", out)
-	}
-	s.mustDlock(ExitConflict, "run", "job", "--", "true")
-	s.mustDlock(0, "release", "job", token)
-	s.mustDlock(0, "run", "job", "--", "true")
-	s.assertFree("job")
-	s.assertNoLocks()
+	s.userFlow()
 }
 
 // etcds:// trusts the CA given with ?cacert=; without it the self-signed

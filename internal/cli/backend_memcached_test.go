@@ -52,18 +52,5 @@ func TestMemcachedURLs(t *testing.T) {
 func TestMemcachedBackend(t *testing.T) {
 	srv := testserver.Memcached(t)
 	s := &store{t: t, url: "memcached://" + srv.Addr + "?prefix=" + strings.ReplaceAll(t.Name(), "/", "_") + ":"}
-	token, _ := s.mustDlock(0, "acquire", "--ttl", "1m", "-q", "job")
-	token = strings.TrimSpace(token)
-	out, _ := s.mustDlock(0, "status", "job")
-	if !strings.Contains(out, "locked:    yes") {
-		t.Errorf("status of a held key:\n%s", out)
-	}
-	if out, _ := s.mustDlock(0, "list"); !strings.Contains(out, "job") {
-		t.Errorf("list:\n%s", out)
-	}
-	s.mustDlock(ExitConflict, "run", "job", "--", "true")
-	s.mustDlock(0, "release", "job", token)
-	s.mustDlock(0, "run", "job", "--", "true")
-	s.assertFree("job")
-	s.assertNoLocks()
+	s.userFlow()
 }

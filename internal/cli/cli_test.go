@@ -86,6 +86,28 @@ func (s *store) assertNoLocks() {
 	}
 }
 
+// userFlow runs on s what a user would type on a new store: acquire,
+// status, list, a contended run, release, a free run; the store ends
+// empty.
+func (s *store) userFlow() {
+	t := s.t
+	t.Helper()
+	token, _ := s.mustDlock(0, "acquire", "--ttl", "1m", "-q", "job")
+	token = strings.TrimSpace(token)
+	out, _ := s.mustDlock(0, "status", "job")
+	if !strings.Contains(out, "locked:    yes") {
+		t.Errorf("status of a held key:\n%s", out)
+	}
+	if out, _ := s.mustDlock(0, "list"); !strings.Contains(out, "job") {
+		t.Errorf("list:\n%s", out)
+	}
+	s.mustDlock(ExitConflict, "run", "job", "--", "true")
+	s.mustDlock(0, "release", "job", token)
+	s.mustDlock(0, "run", "job", "--", "true")
+	s.assertFree("job")
+	s.assertNoLocks()
+}
+
 // oneLineContaining checks that stderr is exactly one line containing want.
 func oneLineContaining(t *testing.T, stderr, want string) {
 	t.Helper()
