@@ -5,11 +5,13 @@
 package backendurl
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // ErrBad marks a backend URL that is malformed or not accepted; the CLI
@@ -33,6 +35,21 @@ func HostPort(h, defaultPort string) (string, error) {
 		return "", fmt.Errorf("%w: bad server %q; use host:port", ErrBad, h)
 	}
 	return net.JoinHostPort(host, defaultPort), nil
+}
+
+type timeoutKey struct{}
+
+// WithTimeout passes the command's bound on each store operation (its
+// --timeout) to the openers, for backends that bound operations
+// themselves: they use it unless the URL sets another.
+func WithTimeout(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, timeoutKey{}, d)
+}
+
+// Timeout returns the bound WithTimeout passed, if any.
+func Timeout(ctx context.Context) (time.Duration, bool) {
+	d, ok := ctx.Value(timeoutKey{}).(time.Duration)
+	return d, ok && d > 0
 }
 
 // User returns the user and password of u, empty if it has none.

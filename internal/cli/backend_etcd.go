@@ -16,7 +16,7 @@ import (
 // etcdForms describe the etcd URLs in help.
 var etcdForms = []string{
 	"etcd://[user:pass@]h1:p1[,h2:p2...]   etcd backend (default port 2379): sound fences",
-	"                         ?prefix=P (default dlock/)  ?timeout=D per operation (default 5s)",
+	"                         ?prefix=P (default dlock/)  ?timeout=D per operation (default --timeout)",
 	"etcds://...              the same over TLS: ?cacert=FILE (else the system's roots),",
 	"                         ?cert=FILE&key=FILE for a client certificate (see docs/etcd.md)",
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dlock-dev/dlock/filelock"
+	"github.com/dlock-dev/dlock/internal/backendurl"
 	"github.com/dlock-dev/dlock/internal/bench"
 )
 
@@ -91,7 +92,7 @@ func (e *env) bench(cmd *cobra.Command, f *benchFlags) error {
 	case f.duration == 0:
 		return usageErr(cmd, "--duration must be positive")
 	}
-	b, err := openBackend(ctx, e.backendURL, os.Getenv)
+	b, err := openBackend(backendurl.WithTimeout(ctx, e.timeout), e.backendURL, os.Getenv)
 	if err != nil {
 		return err
 	}

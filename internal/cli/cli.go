@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/internal/backendurl"
 )
 
 // env is what every subcommand shares: streams, global flags and signals.
@@ -247,7 +248,7 @@ func (e *env) cleanupContext(ctx context.Context) (context.Context, context.Canc
 // client opens the backend named by --backend, $DLOCK_BACKEND or the
 // default directory, and wraps it in a dlock client.
 func (e *env) client(ctx context.Context, opts ...dlock.Option) (*dlock.Client, error) {
-	b, err := openBackend(ctx, e.backendURL, os.Getenv)
+	b, err := openBackend(backendurl.WithTimeout(ctx, e.timeout), e.backendURL, os.Getenv)
 	if err != nil {
 		return nil, err
 	}

@@ -42,7 +42,7 @@ func (b backend) Close() error {
 // wait for the cluster, and an unreachable one shows on the first
 // operation as "store unavailable"; with one, the etcd client
 // authenticates at once, and that fails as "store unavailable" here.
-func Open(_ context.Context, u *url.URL) (dlock.Backend, error) {
+func Open(ctx context.Context, u *url.URL) (dlock.Backend, error) {
 	scheme := strings.ToLower(u.Scheme)
 	useTLS := scheme == "etcds"
 	if u.Opaque != "" || (u.Path != "" && u.Path != "/") || u.Fragment != "" {
@@ -51,18 +51,21 @@ func Open(_ context.Context, u *url.URL) (dlock.Backend, error) {
 	if u.Host == "" {
 		return nil, fmt.Errorf("%w: no endpoint; use %s://host:port", backendurl.ErrBad, scheme)
 	}
-	// With a user name the client authenticates when it is made, bounded by
-	// DialTimeout: the same bound as each operation.
+	// Each operation is bounded by ?timeout=, else by the command's
+	// --timeout, else by etcdlock's default. With a user name the client
+	// authenticates when it is made, bounded by DialTimeout: the same bound.
 	cfg := clientv3.Config{DialTimeout: etcdlock.DefaultTimeout, Logger: zap.NewNop()}
+	var opts []etcdlock.Option
+	if d, ok := backendurl.Timeout(ctx); ok {
+		opts = append(opts, etcdlock.WithTimeout(d))
+		cfg.DialTimeout = d
+	}
 	cfg.Username, cfg.Password = backendurl.User(u)
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", backendurl.ErrBad, err)
 	}
-	var (
-		opts                      []etcdlock.Option
-		caFile, certFile, keyFile string
-	)
+	var caFile, certFile, keyFile string
 	for name, vals := range q {
 		last := vals[len(vals)-1]
 		switch name {

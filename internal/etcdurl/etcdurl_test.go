@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dlock-dev/dlock/internal/backendurl"
 )
@@ -64,5 +65,18 @@ func TestUserUnreachable(t *testing.T) {
 	_, err = Open(t.Context(), u)
 	if err == nil || errors.Is(err, backendurl.ErrBad) {
 		t.Fatalf("open with credentials against no server: %v, want an error that is not a usage error", err)
+	}
+}
+
+// Without ?timeout=, the command's --timeout (passed in the context)
+// bounds each operation, and the authentication when the client is made.
+func TestCommandTimeout(t *testing.T) {
+	u, err := url.Parse("etcd://user:pw@127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(backendurl.WithTimeout(t.Context(), 250*time.Millisecond), u)
+	if err == nil || !strings.Contains(err.Error(), "no answer from etcd within 250ms") {
+		t.Fatalf("open with --timeout 250ms against no server: %v, want it to say it waited 250ms", err)
 	}
 }
