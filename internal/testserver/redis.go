@@ -142,6 +142,40 @@ func (c *RedisCluster) form(ctx context.Context) error {
 			return fmt.Errorf("node %s not ready: %w", c.Nodes[i].Addr, err)
 		}
 	}
+	// A node broadcasts PUBLISH only over the cluster-bus links it has
+	// opened to the others, and cluster_state:ok can come before all of
+	// them are up: a release published then reaches no waiter on another
+	// node (a conformance test run right after forming the cluster on a
+	// loaded machine lost its wake-ups that way). Ready means every node
+	// has a connected link to every other.
+	for i, cl := range clients {
+		err := poll(ctx, func() error {
+			nodes, err := cl.ClusterNodes(ctx).Result()
+			if err != nil {
+				return err
+			}
+			return allLinked(nodes, len(c.Nodes))
+		})
+		if err != nil {
+			return fmt.Errorf("node %s: cluster bus not connected: %w", c.Nodes[i].Addr, err)
+		}
+	}
+	return nil
+}
+
+// allLinked checks CLUSTER NODES output: n nodes, none in handshake, each
+// with link-state "connected" (the eighth field).
+func allLinked(nodes string, n int) error {
+	lines := strings.Split(strings.TrimSpace(nodes), "\n")
+	if len(lines) != n {
+		return fmt.Errorf("%d nodes known, want %d", len(lines), n)
+	}
+	for _, line := range lines {
+		f := strings.Fields(line)
+		if len(f) < 8 || f[7] != "connected" || strings.Contains(f[2], "handshake") || strings.Contains(f[2], "noaddr") {
+			return fmt.Errorf("not linked: %s", line)
+		}
+	}
 	return nil
 }
 
