@@ -241,7 +241,7 @@ func (l *Lock) Release(ctx context.Context) error {
 	}
 	if prior == nil && !l.keepUntil.IsZero() {
 		if rest := time.Until(l.keepUntil); rest > 0 {
-			return l.keep(ctx, rest)
+			return l.client.keep(ctx, l.key, l.token, rest)
 		}
 	}
 	// Even a lost lock is released in the store: validity may have passed
@@ -255,21 +255,39 @@ func (l *Lock) Release(ctx context.Context) error {
 	return nil
 }
 
-// keep leaves the key taken for at least rest from now, for WithMinHold:
-// it sets the lease to rest plus the drift margin (so that a store whose
-// clock runs fast does not end it early), detached from this process.
-func (l *Lock) keep(ctx context.Context, rest time.Duration) error {
+// keep leaves key taken by token for at least rest from now, for a
+// minimum hold: it sets the lease to rest plus the drift margin (so that a
+// store whose clock runs fast does not end it early), detached from this
+// process.
+func (c *Client) keep(ctx context.Context, key, token string, rest time.Duration) error {
 	ttl := min(max(rest+drift(rest), MinTTL), MaxTTL)
 	var err error
-	if k, ok := l.client.backend.(Keeper); ok {
-		err = k.Keep(ctx, l.key, l.token, ttl)
+	if k, ok := c.backend.(Keeper); ok {
+		err = k.Keep(ctx, key, token, ttl)
 	} else {
-		_, err = l.client.backend.Refresh(ctx, l.key, l.token, ttl)
+		_, err = c.backend.Refresh(ctx, key, token, ttl)
 	}
 	if err != nil {
-		return fmt.Errorf("dlock: release %q: keep it taken for another %v: %w", l.key, rest.Round(time.Millisecond), err)
+		return fmt.Errorf("dlock: release %q: keep it taken for another %v: %w", key, rest.Round(time.Millisecond), err)
 	}
 	return nil
+}
+
+// ReleaseToken releases the lease token holds on key, for callers that
+// have the token but no [Lock] (the CLI's release, a token handed over
+// between processes). If keepUntil is in the future, it keeps the key
+// taken until then instead, as [WithMinHold] does for a Lock: the lease is
+// set to end then (plus the drift margin), detached from any process, and
+// kept reports true. It returns an error matching [ErrNotHeld] if token
+// does not hold key.
+func (c *Client) ReleaseToken(ctx context.Context, key, token string, keepUntil time.Time) (kept bool, err error) {
+	if rest := time.Until(keepUntil); !keepUntil.IsZero() && rest > 0 {
+		return true, c.keep(ctx, key, token, rest)
+	}
+	if err := c.backend.Release(ctx, key, token); err != nil {
+		return false, fmt.Errorf("dlock: release %q: %w", key, err)
+	}
+	return false, nil
 }
 
 func (l *Lock) stopWatchdog() {

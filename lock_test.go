@@ -238,6 +238,38 @@ func TestRelease(t *testing.T) {
 // it: on a backend that is not a Keeper through Refresh, on a Keeper
 // through Keep. A store error on the way is the caller's to hear, and the
 // lease keeps its TTL.
+// ReleaseToken: with a keepUntil in the future the key stays taken until
+// then (through Keep where the backend has it); with none, or one that has
+// passed, it is released; a token that does not hold the key is refused.
+func TestReleaseToken(t *testing.T) {
+	ctx := t.Context()
+	keeper := &keepCounter{Backend: memlock.New()}
+	c := dlock.New(keeper)
+	l := mustTry(t, c, uniqueKey(t), dlock.WithTTL(time.Minute))
+	until := time.Now().Add(time.Hour)
+	kept, err := c.ReleaseToken(ctx, l.Key(), l.Token(), until)
+	if err != nil || !kept || keeper.keeps != 1 {
+		t.Fatalf("ReleaseToken before keepUntil = %v, %v with %d Keep calls; want kept, nil, 1", kept, err, keeper.keeps)
+	}
+	rec, found, err := keeper.Inspect(ctx, l.Key())
+	if err != nil || !found || rec.ExpiresAt.Before(until) || rec.ExpiresAt.After(until.Add(time.Minute)) {
+		t.Errorf("kept lease = %+v, found %v, %v; want it to end just after %v", rec, found, err, until)
+	}
+	if kept, err := c.ReleaseToken(ctx, l.Key(), l.Token(), time.Now().Add(-time.Second)); err != nil || kept {
+		t.Errorf("ReleaseToken after keepUntil = %v, %v; want released", kept, err)
+	}
+	if _, found, _ := keeper.Inspect(ctx, l.Key()); found {
+		t.Error("the key is still taken after ReleaseToken with a past keepUntil")
+	}
+	if _, err := c.ReleaseToken(ctx, l.Key(), l.Token(), time.Time{}); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Errorf("ReleaseToken of a released token = %v, want ErrNotHeld", err)
+	}
+	other := mustTry(t, c, uniqueKey(t))
+	if _, err := c.ReleaseToken(ctx, other.Key(), l.Token(), until); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Errorf("ReleaseToken keeping with a wrong token = %v, want ErrNotHeld", err)
+	}
+}
+
 func TestReleaseKeeps(t *testing.T) {
 	ctx := t.Context()
 	const hold = time.Hour

@@ -246,6 +246,38 @@ func TestFileURLForms(t *testing.T) {
 	}
 }
 
+// release --min-hold keeps a lock acquired less than D ago until D after
+// its acquisition, and frees one acquired longer ago; a wrong token is
+// refused either way.
+func TestReleaseMinHold(t *testing.T) {
+	s := newStore(t)
+	out, _ := s.mustDlock(0, "acquire", "--ttl", "1m", "-q", "hourly")
+	tok := strings.TrimSpace(out)
+	s.mustDlock(ExitNotHeld, "release", "--min-hold", "1h", "hourly", "00000000000000000000000000000000")
+	out, _ = s.mustDlock(0, "release", "--min-hold", "1h", "hourly", tok)
+	if !strings.Contains(out, `kept "hourly" until`) {
+		t.Errorf("release --min-hold 1h said %q", out)
+	}
+	rec := s.inspect("hourly")
+	if rec == nil {
+		t.Fatal("the key is free after release --min-hold 1h")
+	}
+	if kept := rec.ExpiresAt.Sub(rec.AcquiredAt); kept < time.Hour || kept > time.Hour+time.Minute {
+		t.Errorf("kept until %v after the acquisition, want 1h plus the drift margin", kept)
+	}
+	if code, _, _ := s.dlock("run", "hourly", "--", "true"); code != ExitConflict {
+		t.Errorf("a run within the hour: exit %d, want %d", code, ExitConflict)
+	}
+	// Acquired longer ago than the minimum hold: released.
+	out, _ = s.mustDlock(0, "--json", "release", "--min-hold", "1ms", "hourly", tok)
+	var res releaseJSON
+	if err := json.Unmarshal([]byte(out), &res); err != nil || !res.Released || res.KeptUntil != nil {
+		t.Errorf("release --min-hold 1ms --json = %s (%v), want released", out, err)
+	}
+	s.assertFree("hourly")
+	s.mustDlock(ExitUsage, "release", "--min-hold", "-1s", "hourly", tok)
+}
+
 func TestAcquireRefreshRelease(t *testing.T) {
 	s := newStore(t)
 	out, _ := s.mustDlock(0, "acquire", "--ttl", "1h", "--label", "nightly", "jobs/a")
