@@ -24,18 +24,21 @@
 // Every state change is one etcd transaction, so no client can act on a
 // state another changed in between:
 //
-//   - Acquire grants a lease and, in one transaction, writes the lock key
-//     on it if the key does not exist and nobody queues for it; the fence is
-//     the revision of that transaction, the key's create revision. A grant
-//     is two requests (LeaseGrant, Txn); a refused attempt gives the lease
-//     back in the background and reads the holder's remaining TTL.
-//   - Refresh reads the key, checks the token, and renews its lease with
-//     one keep-alive. etcd cannot change a lease's TTL, so a refresh with a
-//     TTL of another number of seconds (as [dlock.WithMinHold] makes at the
-//     release) moves the key to a new lease in a transaction that checks it
-//     is still on the old one; the fence does not change.
-//   - Release reads the key, checks the token, and revokes the key's lease,
-//     which deletes the key with it.
+//   - Acquire first reads the lock key and the head of its queue, so that
+//     a refused attempt writes nothing (etcd writes go through Raft and to
+//     disk). If the key is free and nobody queues for it, it grants a lease
+//     and, in one transaction, writes the lock key on it if that still
+//     holds; the fence is the revision of that transaction, the key's
+//     create revision. A refused attempt reads the holder's remaining TTL.
+//   - Refresh renews the key's lease with one keep-alive, after reading the
+//     key to check the token unless this backend granted that lease itself
+//     (it remembers its grants by token). etcd cannot change a lease's TTL,
+//     so a refresh with a TTL of another number of seconds (as
+//     [dlock.WithMinHold] makes at the release) moves the key to a new lease
+//     in a transaction that checks it is still on the old one; the fence
+//     does not change.
+//   - Release revokes the key's lease, which deletes the key with it, after
+//     the same check of the token.
 //   - Break revokes the lease whatever the token. It revokes rather than
 //     deletes: a holder's refresh is a keep-alive of the lease, and one that
 //     came between a delete and a revocation would tell the holder it still
