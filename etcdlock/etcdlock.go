@@ -97,7 +97,8 @@ func New(cli *clientv3.Client, opts ...Option) (*Backend, error) {
 
 // Close takes this backend's waiters out of the queues (it revokes the
 // lease of their tickets) and waits for the revocations of unused leases
-// it started in the background, each bounded by the timeout. It does not
+// it started in the background, each bounded by the timeout. It is safe
+// to call while other calls are in flight. It does not
 // close the etcd client. After Close, an Acquire that would wait fails with
 // [dlock.ErrUnavailable]; other operations still work.
 func (b *Backend) Close() error {
@@ -439,12 +440,27 @@ func (b *Backend) refused(ctx context.Context, key string, w *waiter, r refusal)
 // revokeLater revokes a lease no grant uses, in the background: the caller
 // does not wait for it, and if it fails the lease ends at its TTL anyway.
 func (b *Backend) revokeLater(id clientv3.LeaseID) {
-	b.cleanup.Add(1)
+	b.background(func(ctx context.Context) { _, _ = b.cli.Revoke(ctx, id) })
+}
+
+// background runs f on a goroutine of its own with a context bounded by the
+// timeout. Close waits for it, unless the backend was closed already: then
+// nothing does (a WaitGroup must not gain work while it is being waited
+// for), and f ends within the timeout anyway.
+func (b *Backend) background(f func(ctx context.Context)) {
+	b.mu.Lock()
+	tracked := !b.closed
+	if tracked {
+		b.cleanup.Add(1)
+	}
+	b.mu.Unlock()
 	go func() {
-		defer b.cleanup.Done()
+		if tracked {
+			defer b.cleanup.Done()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 		defer cancel()
-		_, _ = b.cli.Revoke(ctx, id)
+		f(ctx)
 	}()
 }
 

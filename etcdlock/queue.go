@@ -173,13 +173,7 @@ func (b *Backend) dequeue(w *waiter) {
 	if !b.forget(w) {
 		return
 	}
-	b.cleanup.Add(1)
-	go func() {
-		defer b.cleanup.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-		defer cancel()
-		_, _ = b.cli.Delete(ctx, w.ticket)
-	}()
+	b.background(func(ctx context.Context) { _, _ = b.cli.Delete(ctx, w.ticket) })
 }
 
 // withSession runs put with the lease of this backend's session; if etcd
@@ -228,23 +222,26 @@ func (b *Backend) session(ctx context.Context) (clientv3.LeaseID, error) {
 		return 0, err
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed || b.sess != 0 { // closed or raced by another waiter
+		closed, sess := b.closed, b.sess
+		b.mu.Unlock()
 		b.revokeLater(resp.ID)
-		if b.closed {
+		if closed {
 			return 0, errClosed
 		}
-		return b.sess, nil
+		return sess, nil
 	}
 	kctx, stop := context.WithCancel(context.Background())
 	alive, err := b.cli.KeepAlive(kctx, resp.ID)
 	if err != nil {
+		b.mu.Unlock()
 		stop()
 		b.revokeLater(resp.ID)
 		return 0, err
 	}
 	b.sess, b.stopSess = resp.ID, stop
-	b.cleanup.Add(1)
+	b.cleanup.Add(1) // under mu and not closed: Close has not begun to wait
+	b.mu.Unlock()
 	go func() {
 		defer b.cleanup.Done()
 		for range alive { // the client sends a renewal a third of the TTL in

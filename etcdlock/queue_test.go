@@ -262,3 +262,44 @@ func TestAcquireAfterClose(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestCloseWhileBusy: Close while other goroutines acquire, wait and
+// release on the backend returns, and nothing panics (the race detector
+// watches the bookkeeping of background work).
+func TestCloseWhileBusy(t *testing.T) {
+	srv := testserver.StartEtcd(t)
+	b := newBackend(t, newClient(t, srv))
+	c := dlock.New(b)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan struct{})
+	granted := make(chan struct{}, 64)
+	for i := range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for ctx.Err() == nil {
+				l, err := c.Acquire(ctx, "busy", dlock.WithTTL(time.Minute), dlock.WithMaxWait(50*time.Millisecond))
+				if err == nil {
+					select {
+					case granted <- struct{}{}:
+					default:
+					}
+					_ = l.Release(ctx)
+				}
+				if i%2 == 0 {
+					_, _ = c.TryAcquire(ctx, "busy")
+				}
+			}
+		}()
+	}
+	for range 16 { // close in the middle of the traffic, not before it
+		<-granted
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	for range 8 {
+		<-done
+	}
+}
