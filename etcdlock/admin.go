@@ -83,7 +83,7 @@ func (b *Backend) Break(ctx context.Context, key string) (dlock.Record, bool, er
 	)
 	err := b.call(ctx, "break", key, func(ctx context.Context) error {
 		for range maxBreakTries {
-			g, _, err := b.get(ctx, key)
+			g, err := b.get(ctx, key)
 			if err != nil || g == nil {
 				return err
 			}
@@ -98,7 +98,7 @@ func (b *Backend) Break(ctx context.Context, key string) (dlock.Record, bool, er
 			if _, err := b.cli.Revoke(ctx, clientv3.LeaseID(g.lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 				return err
 			}
-			after, _, err := b.get(ctx, key)
+			after, err := b.get(ctx, key)
 			if err != nil {
 				return err
 			}

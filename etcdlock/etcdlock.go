@@ -148,18 +148,13 @@ func (b *Backend) fail(ctx context.Context, op, key string, err error) error {
 	return fmt.Errorf("etcdlock: %s %q: %w: %w", op, key, dlock.ErrUnavailable, err)
 }
 
-// get reads key's lease, nil if the key is free, with the revision the
-// read saw.
-func (b *Backend) get(ctx context.Context, key string) (*grant, int64, error) {
+// get reads key's lease, nil if the key is free.
+func (b *Backend) get(ctx context.Context, key string) (*grant, error) {
 	resp, err := b.cli.Get(ctx, b.lockKey(key))
-	if err != nil {
-		return nil, 0, err
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil, err
 	}
-	if len(resp.Kvs) == 0 {
-		return nil, resp.Header.Revision, nil
-	}
-	g, err := decodeGrant(key, resp.Kvs[0])
-	return g, resp.Header.Revision, err
+	return decodeGrant(key, resp.Kvs[0])
 }
 
 // withExpiry sets g's expiry from its lease's remaining time to live, as
@@ -365,7 +360,7 @@ func (b *Backend) grant(ctx context.Context, req dlock.AcquireRequest, sent time
 		b.revokeLater(lease.ID)
 		return refusedBy(resp)
 	}
-	g := grant{value: v, lease: int64(lease.ID), createRev: resp.Header.Revision, modRev: resp.Header.Revision}
+	g := grant{value: v, lease: int64(lease.ID), createRev: resp.Header.Revision}
 	g.expiresAt = sent.Add(time.Duration(lease.TTL) * time.Second)
 	b.grants.put(req.Token, g)
 	return g.record(), true, nil
@@ -466,7 +461,7 @@ func (b *Backend) background(f func(ctx context.Context)) {
 
 // owned reads key and checks that token holds it.
 func (b *Backend) owned(ctx context.Context, key, token string) (*grant, error) {
-	g, _, err := b.get(ctx, key)
+	g, err := b.get(ctx, key)
 	switch {
 	case err != nil:
 		return nil, err
@@ -604,7 +599,7 @@ func (b *Backend) Inspect(ctx context.Context, key string) (dlock.Record, bool, 
 		found bool
 	)
 	err := b.call(ctx, "inspect", key, func(ctx context.Context) error {
-		g, _, err := b.get(ctx, key)
+		g, err := b.get(ctx, key)
 		if err != nil || g == nil {
 			return err
 		}

@@ -46,18 +46,16 @@ func (v *value) encode() (string, error) {
 // it.
 type grant struct {
 	value
-	lease       int64 // etcd lease the key is attached to
-	createRev   int64 // the fence
-	modRev      int64
-	expiresAt   time.Time
-	expiryKnown bool
+	lease     int64 // etcd lease the key is attached to
+	createRev int64 // the fence
+	expiresAt time.Time
 }
 
 // decodeGrant parses the key-value etcd returned for key. It fails with an
 // error wrapping dlock.ErrCorrupt if it is not a lease of this package's
 // format for key, which also catches a foreign key under the prefix.
 func decodeGrant(key string, kv *mvccpb.KeyValue) (*grant, error) {
-	g := &grant{lease: kv.Lease, createRev: kv.CreateRevision, modRev: kv.ModRevision}
+	g := &grant{lease: kv.Lease, createRev: kv.CreateRevision}
 	if err := json.Unmarshal(kv.Value, &g.value); err != nil {
 		return nil, fmt.Errorf("%w: %q: %v", dlock.ErrCorrupt, key, err)
 	}
