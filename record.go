@@ -53,6 +53,9 @@ type Record struct {
 // describe renders the holder for error messages and CLI lines.
 func (r Record) describe(now time.Time) string {
 	s := "lock " + r.LockID
+	if r.LockID == "" {
+		s = "a waiter" // a key promised to the first in a FIFO queue
+	}
 	if o := r.Owner.String(); o != "" {
 		s += " (" + o + ")"
 	}

@@ -39,6 +39,7 @@ type Backend struct {
 
 	fds   fdCache
 	watch watcher // wakes waiters (Linux)
+	queue queue   // this Backend's waiters in FIFO queues (Linux)
 }
 
 var (
@@ -105,7 +106,12 @@ func (b *Backend) Dir() string { return b.dir }
 // Close closes the file descriptors the backend keeps open between calls.
 // The backend stays usable (it then opens files on each call); Close exists
 // for programs that create many backends.
+//
+// Waiting acquires of this backend leave their FIFO queues, and later ones
+// wait without joining one.
 func (b *Backend) Close() error {
+	b.leaveAll()
+	b.watch.stopIdle()
 	b.fds.close()
 	return nil
 }
@@ -216,8 +222,13 @@ func (b *Backend) lockRecord(ctx context.Context, key string, create bool, how i
 // Acquire implements [dlock.Backend]. Errors wrap [dlock.ErrCorrupt] for an
 // unreadable record, [dlock.ErrUnavailable] for file-system failures, or
 // ctx's error.
+//
+// A waiting acquire that is refused joins the key's FIFO queue (Linux, see
+// [WithFIFO]); a free key goes to the first in line, which every attempt
+// respects.
 func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
-	f, cur, empty, holder, err := b.lockForAcquire(ctx, req.Key)
+	w, waiting := b.waiterFor(ctx, req)
+	f, cur, empty, holder, err := b.lockForAcquire(ctx, req.Key, !waiting)
 	if err != nil {
 		return dlock.Record{}, false, b.opError("acquire", req.Key, err)
 	}
@@ -236,13 +247,26 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		fence = floor + 1
 	} else {
 		if b.live(&cur, now) {
-			return b.public(&cur, now), false, nil
+			if waiting && w == nil {
+				w = b.enlist(ctx, req)
+			}
+			return b.refuse(&f, &cur, w, b.public(&cur, now), false)
+		}
+		if d := b.mayTake(&f, &cur, w, now); !d.grant {
+			if d.markFree {
+				cur = cur.free(now.mono)
+			}
+			if waiting && w == nil {
+				w = b.enlist(ctx, req)
+			}
+			return b.refuse(&f, &cur, w, promised(req.Key, cur.Fence, d.passAt), d.markFree)
 		}
 		fence = cur.Fence + 1
 	}
 	rec := fileRecord{
 		Key:        req.Key,
 		Fence:      fence,
+		QueueNext:  cur.QueueNext,
 		LockID:     req.LockID,
 		TokenHash:  tokenHash(req.Token),
 		AcquiredAt: now.wall,
@@ -265,18 +289,41 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	if err := f.write(&rec, b.opts.sync); err != nil {
 		return dlock.Record{}, false, b.opError("acquire", req.Key, err)
 	}
+	b.leave(w) // granted: its place in line goes
 	return b.public(&rec, now), true, nil
+}
+
+// refuse answers an attempt on the key of f that is held, or free but
+// promised to the first in line: rec says by whom. A waiter not yet in the
+// queue joins it. dirty means cur must be written in any case.
+func (b *Backend) refuse(f *lockedFile, cur *fileRecord, w *waiter, rec dlock.Record, dirty bool) (dlock.Record, bool, error) {
+	joined := b.join(w, f, cur)
+	if joined || dirty {
+		if err := f.write(cur, b.opts.sync); err != nil {
+			if joined {
+				w.unjoin()
+			}
+			return dlock.Record{}, false, b.opError("acquire", cur.Key, err)
+		}
+	}
+	return b.refusal(rec, w, f), false, nil
 }
 
 // lockForAcquire takes key's file exclusively for an acquire. While another
 // process holds the file's lock (under contention, usually a waiter like
-// us), it looks at the record without the lock instead of queueing: if a
-// live lease is there, the answer is "held" (holder != nil) and nothing is
-// written. Without this, a crowd of waiters convoys on the file's lock,
-// each one preempted while holding it, and starves the refresh and release
-// of the very holder they wait for. Only a lease that looks free, or a
-// record being written at that instant, makes a waiter queue.
-func (b *Backend) lockForAcquire(ctx context.Context, key string) (f lockedFile, cur fileRecord, empty bool, holder *fileRecord, err error) {
+// us), a one-shot attempt (peek) looks at the record without the lock
+// instead of queueing: if a live lease is there, the answer is "held"
+// (holder != nil) and nothing is written. Without this, a crowd of
+// attempts convoys on the file's lock, each one preempted while holding
+// it, and starves the refresh and release of the very holder they wait
+// for. Only a lease that looks free, or a record being written at that
+// instant, makes it queue. A waiting attempt always takes the lock: if
+// refused, it joins the FIFO queue in the same step.
+func (b *Backend) lockForAcquire(ctx context.Context, key string, peek bool) (f lockedFile, cur fileRecord, empty bool, holder *fileRecord, err error) {
+	if !peek {
+		f, cur, empty, err = b.lockRecord(ctx, key, true, unix.LOCK_EX)
+		return f, cur, empty, nil, err
+	}
 	delay := 20 * time.Microsecond
 	for {
 		f, cur, empty, err = b.lockRecord(ctx, key, true, unix.LOCK_EX|unix.LOCK_NB)
@@ -354,6 +401,7 @@ func (b *Backend) extend(ctx context.Context, op, key, token string, ttl time.Du
 // the fence, and returns an error wrapping [dlock.ErrNotHeld] if token does
 // not hold a live lease on key.
 func (b *Backend) Release(ctx context.Context, key, token string) error {
+	b.leaveByToken(token)
 	f, cur, empty, err := b.lockRecord(ctx, key, false, unix.LOCK_EX)
 	if errors.Is(err, fs.ErrNotExist) {
 		err = dlock.ErrNotHeld
@@ -363,10 +411,11 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 	}
 	defer b.unlockFile(&f)
 	hash := tokenHash(token)
-	if empty || !cur.heldBy(&hash) || !b.live(&cur, b.now()) {
+	now := b.now()
+	if empty || !cur.heldBy(&hash) || !b.live(&cur, now) {
 		return b.opError("release", key, dlock.ErrNotHeld)
 	}
-	free := cur.free()
+	free := cur.free(now.mono)
 	if err := f.write(&free, b.opts.sync); err != nil {
 		return b.opError("release", key, err)
 	}
@@ -389,7 +438,7 @@ func (b *Backend) Break(ctx context.Context, key string) (dlock.Record, bool, er
 	if empty || !b.live(&cur, now) {
 		return dlock.Record{}, false, nil
 	}
-	free := cur.free()
+	free := cur.free(now.mono)
 	if err := f.write(&free, b.opts.sync); err != nil {
 		return dlock.Record{}, false, b.opError("break", key, err)
 	}
@@ -550,7 +599,7 @@ func (b *Backend) cleanFile(ctx context.Context, id fileID) (removed bool, err e
 	defer b.unlockFile(&f)
 	hints := b.hints
 	cur, empty, err := f.read(&hints)
-	if err != nil || (!empty && b.live(&cur, b.now())) {
+	if err != nil || (!empty && (b.live(&cur, b.now()) || queued(&f, &cur))) {
 		return false, err
 	}
 	// The order matters: floor first, then unlink, both while we hold the

@@ -34,7 +34,9 @@ type fileID [sha256.Size]byte
 
 func keyID(key string) fileID { return sha256.Sum256([]byte(key)) }
 
-func (id *fileID) name() string { return hex.EncodeToString(id[:]) + fileSuffix }
+func (id *fileID) name() string { return id.hex() + fileSuffix }
+
+func (id *fileID) hex() string { return hex.EncodeToString(id[:]) }
 
 // parseName returns the id of a key file name; ok is false for other files.
 func parseName(name string) (id fileID, ok bool) {

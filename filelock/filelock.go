@@ -91,9 +91,10 @@ type Option func(*options)
 type options struct {
 	takeover bool
 	sync     bool
+	fifo     bool
 }
 
-func defaultOptions() options { return options{takeover: true} }
+func defaultOptions() options { return options{takeover: true, fifo: true} }
 
 // WithDeadHolderTakeover sets whether Acquire may take over a lease at once
 // when its holder is provably dead on this host (pid and process start time,
@@ -101,6 +102,16 @@ func defaultOptions() options { return options{takeover: true} }
 // lease lasts until its TTL. Cleanup, Inspect, List and Stats follow the same
 // setting.
 func WithDeadHolderTakeover(on bool) Option { return func(o *options) { o.takeover = on } }
+
+// WithFIFO sets whether waiting acquires of this Backend join the key's
+// FIFO queue (Linux only; elsewhere there is no queue). Default true: a
+// free key goes to the waiter that has waited longest, and a release wakes
+// that one waiter, in whatever process, rather than every one. With false
+// its waiters are all woken at every release and the first to look takes
+// the key, which gives more grants per second under contention within
+// one process but no fairness. Every attempt, whatever this setting,
+// respects a queue that others joined.
+func WithFIFO(on bool) Option { return func(o *options) { o.fifo = on } }
 
 // WithSync sets whether every write is followed by fsync (and the directory
 // synced when files are created or removed), so that records and fences

@@ -27,10 +27,17 @@ type watcher struct {
 	mu    sync.Mutex
 	subs  map[string]map[chan struct{}]struct{} // file name -> waiters
 	marks map[string]int                        // file name -> fd holding its wait mark
-	stop  func()                                // stops the running instance
+	stop  func()                                // stops the running instance; nil if none runs
+	idle  *time.Timer                           // stops it once nobody waited for watcherLinger
 	poll  time.Duration                         // 0: deadHolderPoll; tests change it
 	dir   string
 }
+
+// watcherLinger is how long the inotify instance outlives its last waiter.
+// Closing an instance waits for an SRCU grace period in the kernel (12ms
+// measured here), which every hand-over of a contended key would otherwise
+// pay when its last waiter's subscription ends.
+const watcherLinger = time.Second
 
 // Subscribe implements [dlock.Notifier]. The channel receives a value after
 // a release or break of key (which touch the file's times: IN_ATTRIB) or
@@ -44,6 +51,10 @@ type watcher struct {
 // creating the (then empty) file if there is none yet. A release between
 // the waiter's refusal and its mark touched nothing, so the channel starts
 // with a value in it: the waiter looks again at once.
+//
+// A waiter in the FIFO queue is woken as queue_linux.go describes: by the
+// waiters ahead of it leaving, and by the key's events only once it is
+// one of the first two in line.
 func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
@@ -51,38 +62,81 @@ func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, f
 	id := keyID(key)
 	name := id.name()
 	ch := make(chan struct{}, 1)
+	var once sync.Once
+	lockID, _ := dlock.WaitingLockID(ctx)
+	if w := b.waiter(lockID); w != nil && w.key == key {
+		if _, queued := w.ticketOf(); queued {
+			fctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				b.follow(fctx, w, name, ch)
+			}()
+			return ch, func() { once.Do(func() { stop(); <-done }) }, nil
+		}
+	}
 	ch <- struct{}{}
-	w := &b.watch
+	b.watch.add(b.dir, name, ch)
+	return ch, func() { once.Do(func() { b.watch.remove(name, ch) }) }, nil
+}
+
+// add makes ch receive the wake-ups of the key file name in dir, starting
+// the watch if it is the first subscription and marking the file if it is
+// the file's first.
+func (w *watcher) add(dir, name string, ch chan struct{}) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.subs == nil {
 		w.subs = make(map[string]map[chan struct{}]struct{})
 	}
-	if len(w.subs) == 0 {
-		w.dir = b.dir
-		w.stop = w.start(b.dir)
+	if w.stop == nil {
+		w.dir = dir
+		w.stop = w.start(dir)
+	}
+	if w.idle != nil {
+		w.idle.Stop()
+		w.idle = nil
 	}
 	if w.subs[name] == nil {
 		w.subs[name] = make(map[chan struct{}]struct{})
 		w.mark(name)
 	}
 	w.subs[name][ch] = struct{}{}
-	var once sync.Once
-	cancel := func() {
-		once.Do(func() {
-			w.mu.Lock()
-			defer w.mu.Unlock()
-			delete(w.subs[name], ch)
-			if len(w.subs[name]) == 0 {
-				delete(w.subs, name)
-				w.unmark(name)
-			}
-			if len(w.subs) == 0 {
-				w.stop()
-			}
-		})
+}
+
+// remove undoes add.
+func (w *watcher) remove(name string, ch chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.subs[name][ch]; !ok {
+		return
 	}
-	return ch, cancel, nil
+	delete(w.subs[name], ch)
+	if len(w.subs[name]) == 0 {
+		delete(w.subs, name)
+		w.unmark(name)
+	}
+	if len(w.subs) == 0 && w.idle == nil {
+		w.idle = time.AfterFunc(watcherLinger, func() { w.stopIdle() })
+	}
+}
+
+// stopIdle stops the instance if nobody waits. The caller of Close may
+// wait for it; nobody else does (see watcherLinger).
+func (w *watcher) stopIdle() {
+	w.mu.Lock()
+	stop := w.stop
+	if len(w.subs) > 0 || stop == nil {
+		w.mu.Unlock()
+		return
+	}
+	w.stop = nil
+	if w.idle != nil {
+		w.idle.Stop()
+		w.idle = nil
+	}
+	w.mu.Unlock()
+	stop()
 }
 
 // start starts the inotify reader and the ticker and returns what stops

@@ -162,6 +162,18 @@ func runHelper(role string) error {
 		return nil
 	case "pause":
 		return pause(ctx, b, c, key, stdin)
+	case "wait":
+		l, err := c.Acquire(ctx, key)
+		if err != nil {
+			return err
+		}
+		fmt.Println("acquired", l.Fence())
+		stdin.Scan() // "release"
+		if err := l.Release(ctx); err != nil {
+			return err
+		}
+		fmt.Println("released")
+		return nil
 	}
 	return fmt.Errorf("unknown role %q", role)
 }

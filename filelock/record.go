@@ -23,6 +23,15 @@ type fileRecord struct {
 	Key   string
 	Fence uint64
 
+	// QueueNext is the number the next waiter to join the key's FIFO queue
+	// gets (see queue_linux.go); 0 until someone queued. FreedMono is when
+	// a release or break freed the key (CLOCK_MONOTONIC ns, 0 if unknown):
+	// how long a key has been free but promised to the first in line is
+	// what lets the others pass a first in line that does not come. Both
+	// are kept by free records.
+	QueueNext uint64
+	FreedMono int64
+
 	// The rest is empty in a free record.
 	LockID     string
 	TokenHash  [sha256.Size]byte // SHA-256 of the token, never the token
@@ -59,9 +68,10 @@ func (r *fileRecord) held() bool { return r.LockID != "" }
 // again (FuzzRecord checks the two agree).
 func (r *fileRecord) readBack() fileRecord {
 	if !r.held() {
-		return fileRecord{Key: validUTF8(r.Key), Fence: r.Fence}
+		return fileRecord{Key: validUTF8(r.Key), Fence: r.Fence, QueueNext: r.QueueNext, FreedMono: r.FreedMono}
 	}
 	out := *r
+	out.FreedMono = 0
 	out.Key, out.LockID, out.BootID = validUTF8(r.Key), validUTF8(r.LockID), validUTF8(r.BootID)
 	out.Owner.Host, out.Owner.PIDNS, out.Owner.Label = validUTF8(r.Owner.Host), validUTF8(r.Owner.PIDNS), validUTF8(r.Owner.Label)
 	out.AcquiredAt, out.ExpiresAt = r.AcquiredAt.UTC(), r.ExpiresAt.UTC()
@@ -80,8 +90,10 @@ func validUTF8(s string) string {
 	return string([]rune(s))
 }
 
-// free returns the record a release leaves behind.
-func (r *fileRecord) free() fileRecord { return fileRecord{Key: r.Key, Fence: r.Fence} }
+// free returns the record a release leaves behind at monotonic time mono.
+func (r *fileRecord) free(mono int64) fileRecord {
+	return fileRecord{Key: r.Key, Fence: r.Fence, QueueNext: r.QueueNext, FreedMono: mono}
+}
 
 // JSON field names. Those shown by dlock's records are kept identical.
 const (
@@ -99,6 +111,8 @@ const (
 	fLabel       = "label"
 	fBootID      = "boot_id"
 	fExpiresMono = "expires_mono_ns"
+	fQueueNext   = "queue_next"
+	fFreedMono   = "freed_mono_ns"
 )
 
 // appendRecord appends r as one line of JSON, without the newline.
@@ -107,7 +121,15 @@ func appendRecord(b []byte, r *fileRecord) []byte {
 	b = appendString(b, r.Key)
 	b = append(b, `,"`+fFence+`":`...)
 	b = strconv.AppendUint(b, r.Fence, 10)
+	if r.QueueNext != 0 {
+		b = append(b, `,"`+fQueueNext+`":`...)
+		b = strconv.AppendUint(b, r.QueueNext, 10)
+	}
 	if !r.held() {
+		if r.FreedMono != 0 {
+			b = append(b, `,"`+fFreedMono+`":`...)
+			b = strconv.AppendInt(b, r.FreedMono, 10)
+		}
 		return append(b, '}')
 	}
 	b = append(b, `,"`+fLockID+`":`...)
@@ -274,6 +296,10 @@ func parseRecord(line []byte, hints *parseHints) (fileRecord, error) {
 			r.BootID, err = p.strHint(hints.boot)
 		case fExpiresMono:
 			r.ExpiresMono, err = p.int()
+		case fQueueNext:
+			r.QueueNext, err = p.uint()
+		case fFreedMono:
+			r.FreedMono, err = p.int()
 		default:
 			err = p.skip()
 		}

@@ -37,3 +37,5 @@ func wakeWaiters(int) {}
 // watcher is empty outside Linux: there the Backend is not a
 // dlock.Notifier, and the core polls.
 type watcher struct{}
+
+func (w *watcher) stopIdle() {}

@@ -1,0 +1,274 @@
+package filelock_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/filelock"
+)
+
+// The FIFO queue. Waiters join in a known order: each test waits until the
+// key's record counts the new ticket (queue_next) before starting the next
+// waiter, and finds who holds the key with Inspect (the owner's pid or
+// label), so no sleep stands in for synchronisation.
+
+// waitFor polls cond until it holds; lineTimeout bounds it so that a broken
+// queue fails the test instead of hanging it.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(lineTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// queueNext reads the key's record as people and tools would.
+func queueNext(t *testing.T, dir, key string) uint64 {
+	t.Helper()
+	data, err := os.ReadFile(keyFile(dir, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		QueueNext uint64 `json:"queue_next"`
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatalf("record %q: %v", data, err)
+	}
+	return rec.QueueNext
+}
+
+func waitQueued(t *testing.T, dir, key string, n uint64) {
+	t.Helper()
+	waitFor(t, "ticket "+strconv.FormatUint(n-1, 10)+" is taken", func() bool { return queueNext(t, dir, key) >= n })
+}
+
+// waitHolder waits until key is held by someone other than notPID and
+// returns the lease.
+func waitHolder(t *testing.T, b dlock.Backend, key string, notPID int) dlock.Record {
+	t.Helper()
+	var rec dlock.Record
+	waitFor(t, "the key has a new holder", func() bool {
+		r, found, err := b.Inspect(t.Context(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec = r
+		return found && r.Owner.PID != notPID
+	})
+	return rec
+}
+
+// lifeLinesLeft returns the life lines of the key's tickets that some
+// process still listens on.
+func lifeLinesLeft(t *testing.T, dir, key string) []string {
+	t.Helper()
+	names, err := filelock.LifeLines(keyFile(dir, key), queueNext(t, dir, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, n := range names {
+		if strings.Contains(string(table), " "+n+"\n") {
+			left = append(left, n)
+		}
+	}
+	return left
+}
+
+// TestQueueOrderAcrossProcesses: waiters in four processes get the key in
+// the order they asked for it, one killed while it waits holds up nobody
+// (its place goes with its process), and no life line is left behind.
+func TestQueueOrderAcrossProcesses(t *testing.T) {
+	dir, key := t.TempDir(), uniqueKey(t)
+	b, err := filelock.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := dlock.New(b, dlock.WithTTL(time.Hour)).TryAcquire(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hs []*helper
+	for i := range 4 {
+		hs = append(hs, startHelper(t, "wait", "DIR="+dir, "KEY="+key, "TTL=1h"))
+		waitQueued(t, dir, key, uint64(i+1))
+	}
+	hs[1].kill()
+	if err := l.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	prev := os.Getpid()
+	for _, i := range []int{0, 2, 3} {
+		rec := waitHolder(t, b, key, prev)
+		if pid := hs[i].cmd.Process.Pid; rec.Owner.PID != pid {
+			t.Fatalf("holder is pid %d, want waiter %d (pid %d): not first come, first served", rec.Owner.PID, i, pid)
+		}
+		hs[i].expect("acquired")
+		hs[i].send("release")
+		hs[i].expect("released")
+		prev = rec.Owner.PID
+	}
+	if left := lifeLinesLeft(t, dir, key); len(left) > 0 {
+		t.Errorf("life lines left behind: %v", left)
+	}
+}
+
+// TestStoppedFirstInLineIsPassed: a first in line that does not take the
+// free key (its process is stopped) holds it up for the grace only; the
+// key is promised to it meanwhile (a TryAcquire is refused, cleanup keeps
+// the file), then the second takes it, and the first gets its turn once
+// it continues.
+func TestStoppedFirstInLineIsPassed(t *testing.T) {
+	ctx := t.Context()
+	dir, key := t.TempDir(), uniqueKey(t)
+	b, err := filelock.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dlock.New(b, dlock.WithTTL(time.Hour))
+	l, err := c.TryAcquire(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := startHelper(t, "wait", "DIR="+dir, "KEY="+key, "TTL=1h")
+	waitQueued(t, dir, key, 1)
+	if err := first.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = first.cmd.Process.Signal(syscall.SIGCONT) })
+	second := startHelper(t, "wait", "DIR="+dir, "KEY="+key, "TTL=1h")
+	waitQueued(t, dir, key, 2)
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = c.TryAcquire(ctx, key)
+	var nae *dlock.NotAcquiredError
+	if !errors.As(err, &nae) {
+		t.Fatalf("TryAcquire with a queue = %v, want it refused", err)
+	}
+	if h := nae.Holder; h.LockID == "" && (h.Owner.Label != "next in the FIFO queue" || time.Until(h.ExpiresAt) > 2*time.Second) {
+		t.Errorf("refused by %+v, want the first in line, passed within 2s", *h)
+	}
+	if _, err := b.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := queueNext(t, dir, key); n < 2 {
+		t.Fatalf("after cleanup the key's record has queue_next %d, want 2: cleanup removed the file of a key with a queue", n)
+	}
+
+	rec := waitHolder(t, b, key, os.Getpid())
+	if pid := second.cmd.Process.Pid; rec.Owner.PID != pid {
+		t.Fatalf("holder is pid %d, want the second in line (pid %d)", rec.Owner.PID, pid)
+	}
+	second.expect("acquired")
+	if err := first.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	second.send("release")
+	second.expect("released")
+	rec = waitHolder(t, b, key, rec.Owner.PID)
+	if pid := first.cmd.Process.Pid; rec.Owner.PID != pid {
+		t.Fatalf("holder is pid %d, want the first in line, continued (pid %d)", rec.Owner.PID, pid)
+	}
+	first.expect("acquired")
+	first.send("release")
+	first.expect("released")
+}
+
+// counting counts the attempts its waiters make.
+type counting struct {
+	*filelock.Backend
+	attempts atomic.Int64
+}
+
+func (c *counting) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
+	c.attempts.Add(1)
+	return c.Backend.Acquire(ctx, req)
+}
+
+// TestQueueInProcess: waiters on Backends of their own (as in separate
+// processes) are granted in the order they came, one that gave up leaves
+// its place, and those behind the first two make no attempt until their
+// turn nears: their life lines wake them, not the key's events or a poll.
+func TestQueueInProcess(t *testing.T) {
+	ctx := t.Context()
+	dir, key := t.TempDir(), uniqueKey(t)
+	hb, err := filelock.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := dlock.New(hb, dlock.WithTTL(time.Hour)).TryAcquire(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 6
+	var (
+		backends [n]*counting
+		cancels  [n]context.CancelFunc
+		results  = make(chan int, n)
+		errs     = make(chan error, n)
+	)
+	for i := range n {
+		fb, err := filelock.New(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		backends[i] = &counting{Backend: fb}
+		c := dlock.New(backends[i], dlock.WithTTL(time.Hour), dlock.WithLabel(strconv.Itoa(i)))
+		wctx, cancel := context.WithTimeout(ctx, lineTimeout)
+		cancels[i] = cancel
+		t.Cleanup(cancel)
+		go func() {
+			l, err := c.Acquire(wctx, key)
+			if err != nil {
+				errs <- err
+				return
+			}
+			results <- i
+			errs <- l.Release(ctx)
+		}()
+		waitQueued(t, dir, key, uint64(i+1))
+	}
+	cancels[2]()
+	if err := <-errs; !errors.Is(err, dlock.ErrNotAcquired) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v", err)
+	}
+	for i := 3; i < n; i++ {
+		if got := backends[i].attempts.Load(); got != 1 {
+			t.Errorf("waiter %d, third or later in line, made %d attempts during the hold, want 1 (its refusal)", i, got)
+		}
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := []int{0, 1, 3, 4, 5}
+	for _, w := range want {
+		if got := <-results; got != w {
+			t.Fatalf("granted to waiter %d, want %d: not first come, first served", got, w)
+		}
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left := lifeLinesLeft(t, dir, key); len(left) > 0 {
+		t.Errorf("life lines left behind: %v", left)
+	}
+}
