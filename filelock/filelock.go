@@ -18,7 +18,9 @@
 //
 // The token itself is never stored, only its SHA-256, so a reader of the
 // file cannot release or refresh the lock. After a release or a break only
-// {"key":…,"fence":…} remains, keeping the fence. The directory is created
+// {"key":…,"fence":…} remains, keeping the fence. A key that had waiters
+// also keeps "queue_next", the next ticket of its queue (see Waiting), and
+// a free one "freed_mono_ns", when it was freed. The directory is created
 // 0700 and files 0600: all processes sharing locks must run as the same user
 // (or root) and agree on the directory. Cron jobs and services often have
 // another environment than a login shell, so set DLOCK_DIR (or pass the
@@ -45,15 +47,33 @@
 //
 // # Waiting
 //
-// On Linux the Backend is a [dlock.Notifier]: waiters are woken by inotify
-// when a release or break touches the key file's times or a cleanup
-// removes it, and every 100ms besides, since a holder that dies writes
-// nothing. A release touches the times only when some process waits: each
-// waiting Backend holds an open-file-description read lock on a byte far
-// past the record (its wait mark, gone with its process), which the
-// release asks for. A process that cannot get an inotify instance (Linux
-// allows 128 per user by default, fs.inotify.max_user_instances) is woken
-// by the 100ms poll alone. Elsewhere the core polls with backoff.
+// On Linux the Backend is a [dlock.Notifier] with a FIFO queue per key
+// ([WithFIFO], on by default). A waiting acquire that is refused joins the
+// queue in the same step: it takes a ticket, the record's queue_next, and
+// holds an open-file-description read lock on a byte of the key file past
+// the record, which the kernel drops when the waiter leaves or its process
+// dies. A free key goes only to the first live ticket; every attempt,
+// TryAcquire included, respects the queue. So under contention the key
+// goes to the waiter that has waited longest, whatever its process.
+//
+// Each waiter is woken by the one ahead of it: every ticket listens on a
+// Unix socket in the abstract namespace, and the waiter behind it connects
+// and is woken when it closes (the waiter ahead was granted, gave up or
+// died). Only the first two in line watch the key file itself, through
+// inotify, for the releases and breaks that touch its times (and every
+// 100ms, since a holder that dies writes nothing): a hand-over wakes one
+// or two waiters, not every process that waits. A first in line that
+// leaves the key free for 2s without taking it (a stopped process, a
+// frozen container) is passed by the second, and by newcomers. Waiters
+// that cannot reach the socket ahead of them (another network namespace)
+// look every 100ms instead; a process that cannot get an inotify instance
+// (Linux allows 128 per user by default, fs.inotify.max_user_instances) is
+// woken by the 100ms poll alone.
+//
+// With WithFIFO(false) a Backend's waiters do not queue: each watches the
+// key file and every release wakes them all, the first to look taking the
+// key (still behind any queue other Backends formed). Elsewhere than Linux
+// there is no queue and the core polls with backoff.
 //
 // # Fences
 //

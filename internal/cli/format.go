@@ -75,6 +75,11 @@ func ownerString(o dlock.Owner) string {
 // holderLine names the holder of a lock in one line, for conflict
 // messages: lock id, host, pid, since, until.
 func holderLine(rec dlock.Record, now time.Time) string {
+	if rec.LockID == "" {
+		// No lease: the key is free but promised to the first in a FIFO
+		// queue (file backend) until it comes or may be passed.
+		return fmt.Sprintf("the waiter first in its queue (its turn), until %s", when(rec.ExpiresAt, now))
+	}
 	return fmt.Sprintf("lock %s (%s) since %s, until %s", rec.LockID, ownerString(rec.Owner),
 		when(rec.AcquiredAt, now), when(rec.ExpiresAt, now))
 }
