@@ -1116,3 +1116,68 @@ func testDoContended(e *env) {
 	e.assertHeldBy(key, holder.LockID())
 	e.release(holder)
 }
+
+// testFIFOOrder: waiters that queued one after another (each refused
+// before the next starts) are granted in that order, one that gave up
+// leaves its place, and a one-shot attempt does not pass the queue even at
+// the moment of the release.
+func testFIFOOrder(e *env) {
+	t, ctx := e.t, e.t.Context()
+	key := e.key("queued")
+	holder := e.acquire(e.c1, key, dlock.WithTTL(time.Minute))
+	type grant struct {
+		i int
+		l *dlock.Lock
+	}
+	const n = 5
+	grants := make(chan grant, n)
+	errs := make(chan error, n)
+	var cancels [n]context.CancelFunc
+	for i := range n {
+		watched, denied := WatchDenials(e.b)
+		c := dlock.New(watched, dlock.WithTTL(time.Minute), dlock.WithLabel(fmt.Sprintf("waiter %d", i)))
+		wctx, cancel := context.WithCancel(ctx)
+		cancels[i] = cancel
+		t.Cleanup(cancel)
+		t.Cleanup(func() { _, _ = c.ReleaseAll(context.Background()) })
+		go func() {
+			l, err := c.Acquire(wctx, key, dlock.WithMaxWait(e.patience))
+			if err != nil {
+				errs <- fmt.Errorf("waiter %d: %w", i, err)
+				return
+			}
+			grants <- grant{i, l}
+		}()
+		select {
+		case <-denied:
+		case err := <-errs:
+			t.Fatal(err)
+		case <-time.After(e.patience):
+			t.Fatalf("waiter %d never waited", i)
+		}
+	}
+	cancels[2]()
+	if err := <-errs; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v", err)
+	}
+	e.release(holder)
+	// The key is now promised to waiter 0, or already its.
+	if l, err := e.c2.TryAcquire(ctx, key); err == nil {
+		t.Fatalf("TryAcquire at the release, with waiters queued, was granted (fence %d): it passed the queue", l.Fence())
+	} else if !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("TryAcquire at the release, with waiters queued: %v, want ErrNotAcquired", err)
+	}
+	for _, want := range []int{0, 1, 3, 4} {
+		select {
+		case g := <-grants:
+			if g.i != want {
+				t.Fatalf("granted to waiter %d, want waiter %d: not first come, first served", g.i, want)
+			}
+			e.release(g.l) // the next one's turn
+		case err := <-errs:
+			t.Fatal(err)
+		case <-time.After(e.patience):
+			t.Fatalf("waiter %d was not granted the key", want)
+		}
+	}
+}

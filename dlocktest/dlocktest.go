@@ -38,6 +38,12 @@ type Config struct {
 	// 150ms. A store with coarse expiry (whole seconds) sets a longer one;
 	// every wait in the suite scales with it.
 	ShortTTL time.Duration
+
+	// FIFO says the backend serves waiting acquires in the order they were
+	// first refused (and that every attempt respects that order), as
+	// filelock on Linux, etcdlock and redislock with WithFIFO do. It adds
+	// the "fifo" subtests.
+	FIFO bool
 }
 
 // Run runs the whole conformance suite as subtests of t with the default
@@ -57,7 +63,11 @@ func RunConfig(t *testing.T, cfg Config, newBackend func(t *testing.T) dlock.Bac
 		cfg.ShortTTL = 150 * time.Millisecond
 	}
 	s := &suite{cfg: cfg, newBackend: newBackend}
-	for _, tc := range s.cases() {
+	cases := s.cases()
+	if cfg.FIFO {
+		cases = append(cases, testCase{"fifo: waiters are granted in the order they came", testFIFOOrder})
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(s.setup(t)) })
 	}
 }

@@ -51,7 +51,7 @@ func newBackend(t testing.TB, cli *clientv3.Client, opts ...etcdlock.Option) *et
 
 // suiteConfig: etcd leases count whole seconds and the test server's
 // shortest lease is 1s, so expiry is tested with a 1s TTL.
-var suiteConfig = dlocktest.Config{ShortTTL: time.Second}
+var suiteConfig = dlocktest.Config{ShortTTL: time.Second, FIFO: true}
 
 func TestConformance(t *testing.T) {
 	srv := testserver.StartEtcd(t)

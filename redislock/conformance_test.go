@@ -35,7 +35,7 @@ func conform(t *testing.T, rdb redis.UniversalClient) {
 func TestConformanceFIFO(t *testing.T) {
 	t.Parallel()
 	rdb := newDirectClient(t, startRedis(t).Addr)
-	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
+	dlocktest.RunConfig(t, dlocktest.Config{FIFO: true}, func(t *testing.T) dlock.Backend {
 		return newBackend(t, rdb, redislock.WithPrefix(uniquePrefix()), redislock.WithFIFO(true))
 	})
 }

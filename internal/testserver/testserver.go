@@ -98,7 +98,7 @@ func start(binary string, args func(port int) []string, port int) (*Process, err
 func launch(binary string, args func(port int) []string, port int) (*Process, error) {
 	p := &Process{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, args(port)...)
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.cmd.SysProcAttr = procAttr()
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
