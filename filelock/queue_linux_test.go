@@ -272,3 +272,100 @@ func TestQueueInProcess(t *testing.T) {
 		t.Errorf("life lines left behind: %v", left)
 	}
 }
+
+// TestQueueAfterExpiry: a lease that ends unreleased (its holder, not tied
+// to a process, went away) goes to the first in line, then the next: the
+// first two in line look at the holder's expiry, the rest are woken by the
+// ones ahead leaving.
+func TestQueueAfterExpiry(t *testing.T) {
+	ctx := t.Context()
+	dir, key := t.TempDir(), uniqueKey(t)
+	hb, err := filelock.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dlock.New(hb, dlock.WithTTL(300*time.Millisecond), dlock.WithOwner(dlock.Owner{Label: "gone"})).TryAcquire(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3
+	order := make(chan int, n)
+	errs := make(chan error, n)
+	for i := range n {
+		b, err := filelock.New(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := dlock.New(b, dlock.WithTTL(time.Hour))
+		go func() {
+			l, err := c.Acquire(ctx, key, dlock.WithMaxWait(lineTimeout))
+			if err != nil {
+				errs <- err
+				return
+			}
+			order <- i
+			errs <- l.Release(ctx)
+		}()
+		waitQueued(t, dir, key, uint64(i+1))
+	}
+	for want := range n {
+		if got := <-order; got != want {
+			t.Fatalf("granted to waiter %d, want %d", got, want)
+		}
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestCloseLeavesQueue: a Backend closed while its waiter queues gives up
+// its place (the waiter behind moves up) and its waiter still gets the
+// key, later, as a waiter outside the queue.
+func TestCloseLeavesQueue(t *testing.T) {
+	ctx := t.Context()
+	dir, key := t.TempDir(), uniqueKey(t)
+	hb, err := filelock.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := dlock.New(hb, dlock.WithTTL(time.Hour)).TryAcquire(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closing, err := filelock.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	behind, err := filelock.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		who string
+		err error
+	}
+	results := make(chan result, 2)
+	wait := func(b *filelock.Backend, who string) {
+		l, err := dlock.New(b, dlock.WithTTL(time.Hour)).Acquire(ctx, key, dlock.WithMaxWait(lineTimeout))
+		if err == nil {
+			err = l.Release(ctx)
+		}
+		results <- result{who, err}
+	}
+	go wait(closing, "closed")
+	waitQueued(t, dir, key, 1)
+	go wait(behind, "behind")
+	waitQueued(t, dir, key, 2)
+	if err := closing.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := <-results
+	if first.err != nil || first.who != "behind" {
+		t.Fatalf("first grant: %+v, want the waiter behind the closed backend's", first)
+	}
+	if second := <-results; second.err != nil {
+		t.Fatalf("the closed backend's waiter: %v", second.err)
+	}
+}
