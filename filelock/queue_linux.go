@@ -481,8 +481,10 @@ func (b *Backend) follow(ctx context.Context, w *waiter, name string, ch chan st
 		// A life line is out of reach, or closed while its ticket still
 		// looks live (its process is exiting): look again a little later.
 		backoff = min(max(2*backoff, time.Millisecond), deadHolderPoll)
-		if !sleepCtx(ctx, backoff) {
+		select {
+		case <-ctx.Done():
 			return
+		case <-time.After(backoff):
 		}
 	}
 }
@@ -585,15 +587,4 @@ func dialLifeLine(name string) (*net.UnixConn, error) {
 		return nil, errors.Join(cerr, err)
 	}
 	return c, nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -71,6 +71,27 @@ func waitHolder(t *testing.T, b dlock.Backend, key string, notPID int) dlock.Rec
 	return rec
 }
 
+// openBackend returns another Backend over dir, as another process would
+// have.
+func openBackend(t *testing.T, dir string) *filelock.Backend {
+	t.Helper()
+	b, err := filelock.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// assertNoLifeLines fails t if a process still listens on the life line of
+// one of the key's tickets.
+func assertNoLifeLines(t *testing.T, dir, key string) {
+	t.Helper()
+	if left := lifeLinesLeft(t, dir, key); len(left) > 0 {
+		t.Errorf("life lines left behind: %v", left)
+	}
+}
+
 // lifeLinesLeft returns the life lines of the key's tickets that some
 // process still listens on.
 func lifeLinesLeft(t *testing.T, dir, key string) []string {
@@ -96,11 +117,8 @@ func lifeLinesLeft(t *testing.T, dir, key string) []string {
 // the order they asked for it, one killed while it waits holds up nobody
 // (its place goes with its process), and no life line is left behind.
 func TestQueueOrderAcrossProcesses(t *testing.T) {
-	dir, key := t.TempDir(), uniqueKey(t)
-	b, err := filelock.New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, dir := newBackend(t)
+	key := uniqueKey(t)
 	l, err := dlock.New(b, dlock.WithTTL(time.Hour)).TryAcquire(t.Context(), key)
 	if err != nil {
 		t.Fatal(err)
@@ -125,9 +143,7 @@ func TestQueueOrderAcrossProcesses(t *testing.T) {
 		hs[i].expect("released")
 		prev = rec.Owner.PID
 	}
-	if left := lifeLinesLeft(t, dir, key); len(left) > 0 {
-		t.Errorf("life lines left behind: %v", left)
-	}
+	assertNoLifeLines(t, dir, key)
 }
 
 // TestStoppedFirstInLineIsPassed: a first in line that does not take the
@@ -137,11 +153,8 @@ func TestQueueOrderAcrossProcesses(t *testing.T) {
 // it continues.
 func TestStoppedFirstInLineIsPassed(t *testing.T) {
 	ctx := t.Context()
-	dir, key := t.TempDir(), uniqueKey(t)
-	b, err := filelock.New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, dir := newBackend(t)
+	key := uniqueKey(t)
 	c := dlock.New(b, dlock.WithTTL(time.Hour))
 	l, err := c.TryAcquire(ctx, key)
 	if err != nil {
@@ -210,11 +223,8 @@ func (c *counting) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock
 // turn nears: their life lines wake them, not the key's events or a poll.
 func TestQueueInProcess(t *testing.T) {
 	ctx := t.Context()
-	dir, key := t.TempDir(), uniqueKey(t)
-	hb, err := filelock.New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hb, dir := newBackend(t)
+	key := uniqueKey(t)
 	l, err := dlock.New(hb, dlock.WithTTL(time.Hour)).TryAcquire(ctx, key)
 	if err != nil {
 		t.Fatal(err)
@@ -227,11 +237,7 @@ func TestQueueInProcess(t *testing.T) {
 		errs     = make(chan error, n)
 	)
 	for i := range n {
-		fb, err := filelock.New(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		backends[i] = &counting{Backend: fb}
+		backends[i] = &counting{Backend: openBackend(t, dir)}
 		c := dlock.New(backends[i], dlock.WithTTL(time.Hour), dlock.WithLabel(strconv.Itoa(i)))
 		wctx, cancel := context.WithTimeout(ctx, lineTimeout)
 		cancels[i] = cancel
@@ -268,9 +274,7 @@ func TestQueueInProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if left := lifeLinesLeft(t, dir, key); len(left) > 0 {
-		t.Errorf("life lines left behind: %v", left)
-	}
+	assertNoLifeLines(t, dir, key)
 }
 
 // TestQueueAfterExpiry: a lease that ends unreleased (its holder, not tied
@@ -279,11 +283,8 @@ func TestQueueInProcess(t *testing.T) {
 // ones ahead leaving.
 func TestQueueAfterExpiry(t *testing.T) {
 	ctx := t.Context()
-	dir, key := t.TempDir(), uniqueKey(t)
-	hb, err := filelock.New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hb, dir := newBackend(t)
+	key := uniqueKey(t)
 	if _, err := dlock.New(hb, dlock.WithTTL(300*time.Millisecond), dlock.WithOwner(dlock.Owner{Label: "gone"})).TryAcquire(ctx, key); err != nil {
 		t.Fatal(err)
 	}
@@ -291,11 +292,7 @@ func TestQueueAfterExpiry(t *testing.T) {
 	order := make(chan int, n)
 	errs := make(chan error, n)
 	for i := range n {
-		b, err := filelock.New(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := dlock.New(b, dlock.WithTTL(time.Hour))
+		c := dlock.New(openBackend(t, dir), dlock.WithTTL(time.Hour))
 		go func() {
 			l, err := c.Acquire(ctx, key, dlock.WithMaxWait(lineTimeout))
 			if err != nil {
@@ -322,23 +319,13 @@ func TestQueueAfterExpiry(t *testing.T) {
 // key, later, as a waiter outside the queue.
 func TestCloseLeavesQueue(t *testing.T) {
 	ctx := t.Context()
-	dir, key := t.TempDir(), uniqueKey(t)
-	hb, err := filelock.New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hb, dir := newBackend(t)
+	key := uniqueKey(t)
 	holder, err := dlock.New(hb, dlock.WithTTL(time.Hour)).TryAcquire(ctx, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	closing, err := filelock.New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	behind, err := filelock.New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	closing, behind := openBackend(t, dir), openBackend(t, dir)
 	type result struct {
 		who string
 		err error
