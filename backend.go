@@ -36,7 +36,9 @@ type Backend interface {
 
 	// Refresh extends the lease of key to ttl from now if token still holds
 	// it, returning the updated record, else an error wrapping ErrNotHeld.
-	// The fence does not change.
+	// The fence does not change. On a [Notifier], a refresh that ends the
+	// lease sooner than before wakes the key's waiters, who sleep until
+	// the expiry they were told of.
 	Refresh(ctx context.Context, key, token string, ttl time.Duration) (Record, error)
 
 	// Release frees key if token holds it, else returns an error wrapping

@@ -47,6 +47,7 @@ func (s *suite) cases() []testCase {
 		{"min hold is over: release frees at once", testMinHoldOver},
 		{"min hold does not keep a broken lock", testMinHoldBroken},
 		{"min hold that shortens the lease wakes waiters", testMinHoldWakes},
+		{"refresh that shortens the lease wakes waiters", testRefreshShorterWakes},
 		{"do runs fn under the lock", testDo},
 		{"do releases on error", testDoError},
 		{"do releases on panic", testDoPanic},
@@ -990,6 +991,22 @@ func testMinHoldWakes(e *env) {
 
 // testMinHoldOver: once the minimum hold has passed, a release frees the
 // key at once.
+// testRefreshShorterWakes: a waiter told the lease ends in a minute looks
+// again when the holder shortens it (the CLI's refresh --ttl can), not a
+// minute later.
+func testRefreshShorterWakes(e *env) {
+	t, ctx := e.t, e.t.Context()
+	key := e.key("refreshed-shorter")
+	l := e.acquire(e.c1, key, dlock.WithTTL(time.Minute))
+	done := e.startWaiter(ctx, key, dlock.WithMaxWait(e.patience))
+	if _, err := e.b.Refresh(ctx, key, l.Token(), 3*e.short); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("waiter refused while the lease had 1m left, after a refresh to %v: %v", 3*e.short, err)
+	}
+}
+
 func testMinHoldOver(e *env) {
 	key := e.key("kept-briefly")
 	l := e.acquire(e.c1, key, dlock.WithMinHold(time.Nanosecond))

@@ -397,10 +397,11 @@ func nextLook(place int64, ttl time.Duration) time.Duration {
 // lateReleaseTimeout bounds releases made for callers that gave up.
 const lateReleaseTimeout = 5 * time.Second
 
-// Refresh implements [dlock.Backend].
+// Refresh implements [dlock.Backend]. A refresh that ends the lease sooner
+// than before wakes the key's waiters.
 func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Duration) (dlock.Record, error) {
 	n := b.names(key)
-	r, err := b.script(ctx, scriptCall{script: refreshScript, keys: n.pair(), args: []any{token, ttl.Milliseconds()}, durable: true}, nil)
+	r, err := b.script(ctx, scriptCall{script: refreshScript, keys: n.pair(), args: []any{token, ttl.Milliseconds(), n.channel}, durable: true}, nil)
 	if err != nil {
 		return dlock.Record{}, b.fail(ctx, "refresh", key, err)
 	}

@@ -209,10 +209,14 @@ end
 return {7, place, h}
 `)
 
-// refreshScript: KEYS lock, meta; ARGV token, ttl ms.
+// refreshScript: KEYS lock, meta; ARGV token, ttl ms, channel. A refresh
+// that ends the lease sooner than before wakes the key's waiters, as
+// keepScript does: they sleep until the expiry they were told of.
 var refreshScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local ttl = tonumber(ARGV[2])
+if ttl < redis.call('PTTL', KEYS[1]) then redis.call('PUBLISH', ARGV[3], '') end
+redis.call('PEXPIRE', KEYS[1], ttl)
 local m = redis.call('GET', KEYS[2])
 if not m then return {5, false, tonumber(ARGV[2])} end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
