@@ -5,8 +5,11 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dlock-dev/dlock"
 )
 
 // TestAheadFindsTheTicketJustAhead checks the queue's range queries against
@@ -53,5 +56,84 @@ func TestAheadFindsTheTicketJustAhead(t *testing.T) {
 	}
 	if !anyTicket(q, 0, maxTicket) || anyTicket(q, 5, 10) || !anyTicket(q, 5, 11) {
 		t.Error("anyTicket disagrees with the tickets taken")
+	}
+}
+
+// TestWaiterBehindUnreachableTickets: tickets without a life line (their
+// waiters in another network namespace, or squatted) are watched by
+// polling. Two such tickets are ahead of a real waiter, which, third in
+// line, watches neither the key nor any life line; once they go, it must
+// notice by itself and take the key when it is released.
+func TestWaiterBehindUnreachableTickets(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	b, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "behind-unreachable"
+	holder, err := dlock.New(b, dlock.WithTTL(time.Hour)).TryAcquire(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := dir + "/" + func() string { id := keyID(key); return id.name() }()
+	var foreign []int
+	for tk := range uint64(2) {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lk := unix.Flock_t{Type: unix.F_RDLCK, Start: int64(ticketBase + tk), Len: 1}
+		if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk); err != nil {
+			t.Fatal(err)
+		}
+		foreign = append(foreign, fd)
+	}
+	// The holder's record, with the two tickets counted.
+	f, cur, _, err := b.lockRecord(ctx, key, false, unix.LOCK_EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.QueueNext = 2
+	if err := f.write(&cur, false); err != nil {
+		t.Fatal(err)
+	}
+	b.unlockFile(&f)
+
+	other, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		l, err := dlock.New(other, dlock.WithTTL(time.Hour)).Acquire(ctx, key, dlock.WithMaxWait(30*time.Second))
+		if err == nil {
+			err = l.Release(ctx)
+		}
+		got <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second) // bounds a broken run
+	for {
+		f, cur, _, err := b.lockRecord(ctx, key, false, unix.LOCK_SH)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.unlockFile(&f)
+		if cur.QueueNext == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the waiter never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, fd := range foreign {
+		unix.Close(fd)
+	}
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("waiter behind tickets without life lines: %v", err)
 	}
 }
