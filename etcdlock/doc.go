@@ -17,7 +17,9 @@
 // JSON: the key, the lock id, the SHA-256 of the token (never the token),
 // the acquisition time (the acquirer's clock), the lease's TTL in seconds
 // and the owner. Waiters queue under P+"queue/"+key+"\x00", one ticket
-// each. Nothing else is written, and nothing outlives its lease.
+// each. While a free key waits for its first in line, P+"promise/"+key
+// says until when (see the queue below). Nothing else is written, and
+// nothing outlives its lease.
 //
 // # Operations
 //
@@ -26,7 +28,7 @@
 //
 //   - Acquire first reads the lock key and the head of its queue, so that
 //     a refused attempt writes nothing (etcd writes go through Raft and to
-//     disk). If the key is free and nobody queues for it, it grants a lease
+//     disk), but the promise below. If the key is free and nobody queues for it, it grants a lease
 //     and, in one transaction, writes the lock key on it if that still
 //     holds; the fence is the revision of that transaction, the key's
 //     create revision. A refused attempt reads the holder's remaining TTL.
@@ -82,7 +84,15 @@
 //     checks that the waiter's ticket exists and no ticket is older, and
 //     deletes the ticket as it writes the lock. A TryAcquire respects the
 //     queue without joining it: it is refused while a waiter is in line,
-//     and names that waiter (with no expiry) as the holder.
+//     and names that waiter as the holder, until the promise lapses.
+//   - The promise: the first attempt to find the key free but promised to
+//     the first in line writes P+"promise/"+key, on its session lease,
+//     saying when it lapses (2 s on; every grant deletes it). After that,
+//     any attempt may take the key. A first in line that does not come (a
+//     stuck process whose session lives on, or a stream of waits each
+//     shorter than a hand-over, every first in line giving up before its
+//     turn) thus holds the key up 2 s at most. The moment is the writer's
+//     clock: skew between clients moves the bound, never safety.
 //   - Each waiter watches only the ticket just ahead of its own, and once
 //     first in line, the lock key. A release, break or expiry (etcd deletes
 //     the key when the lease ends) thus wakes the first in line, which

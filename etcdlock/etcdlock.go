@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -122,6 +123,7 @@ func (b *Backend) Close() error {
 // that ends the queue's prefix keeps one key's queue apart from another's.
 func (b *Backend) lockKey(key string) string     { return b.prefix + "lock/" + key }
 func (b *Backend) queuePrefix(key string) string { return b.prefix + "queue/" + key + "\x00" }
+func (b *Backend) promiseKey(key string) string  { return b.prefix + "promise/" + key }
 
 // call runs fn with ctx bounded by the backend's timeout and maps its
 // error: the caller's own context error is returned as is (wrapped), the
@@ -236,12 +238,21 @@ func newValue(req dlock.AcquireRequest, sent time.Time) value {
 // waiter w (nil for a TryAcquire) joins the queue.
 func (b *Backend) acquireFirst(ctx context.Context, req dlock.AcquireRequest, w *waiter, sent time.Time) (dlock.Record, bool, error) {
 	lk, qp := b.lockKey(req.Key), b.queuePrefix(req.Key)
-	reads := []clientv3.Op{clientv3.OpGet(lk), clientv3.OpGet(qp, clientv3.WithFirstCreate()...)}
+	reads := []clientv3.Op{clientv3.OpGet(lk), clientv3.OpGet(qp, clientv3.WithFirstCreate()...), clientv3.OpGet(b.promiseKey(req.Key))}
 	look, err := b.cli.Txn(ctx).Then(reads...).Commit()
 	if err != nil {
 		return dlock.Record{}, false, err
 	}
-	seen := refusal{rev: look.Header.Revision, lock: look.Responses[0].GetResponseRange().Kvs, head: look.Responses[1].GetResponseRange().Kvs}
+	rs := look.Responses
+	seen := refusal{rev: look.Header.Revision, lock: rs[0].GetResponseRange().Kvs, head: rs[1].GetResponseRange().Kvs, promise: rs[2].GetResponseRange().Kvs}
+	if len(seen.lock) == 0 && len(seen.head) > 0 {
+		// Free, but promised to the first in line: take it if the promise
+		// has lapsed.
+		rec, granted, err := b.pass(ctx, req, sent, seen.promise, nil)
+		if granted || err != nil {
+			return rec, granted, err
+		}
+	}
 	switch {
 	case len(seen.lock) > 0 || len(seen.head) > 0:
 		if w != nil {
@@ -252,7 +263,7 @@ func (b *Backend) acquireFirst(ctx context.Context, req dlock.AcquireRequest, w 
 	case w == nil:
 		return b.grant(ctx, req, sent, freeAndNoQueue(lk, qp), nil, reads, func(resp *clientv3.TxnResponse) (dlock.Record, bool, error) {
 			rs := resp.Responses
-			rec, err := b.refused(ctx, req.Key, nil, refusal{rev: resp.Header.Revision, lock: rs[0].GetResponseRange().Kvs, head: rs[1].GetResponseRange().Kvs})
+			rec, err := b.refused(ctx, req.Key, nil, refusal{rev: resp.Header.Revision, lock: rs[0].GetResponseRange().Kvs, head: rs[1].GetResponseRange().Kvs, promise: rs[2].GetResponseRange().Kvs})
 			return rec, false, err
 		})
 	}
@@ -347,7 +358,9 @@ func (b *Backend) grant(ctx context.Context, req dlock.AcquireRequest, sent time
 		return dlock.Record{}, false, err
 	}
 	lk := b.lockKey(req.Key)
-	then := append([]clientv3.Op{clientv3.OpPut(lk, data, clientv3.WithLease(lease.ID))}, also...)
+	// A grant ends the key's free spell, and with it any promise to the
+	// first in line (see pass).
+	then := append([]clientv3.Op{clientv3.OpPut(lk, data, clientv3.WithLease(lease.ID)), clientv3.OpDelete(b.promiseKey(req.Key))}, also...)
 	resp, err := b.cli.Txn(ctx).If(cmps...).Then(then...).Else(otherwise...).Commit()
 	if err != nil {
 		// The transaction may have landed: the lease goes, and with it the
@@ -374,6 +387,7 @@ func (b *Backend) grant(ctx context.Context, req dlock.AcquireRequest, sent time
 type refusal struct {
 	rev               int64
 	lock, head, ahead []*mvccpb.KeyValue
+	promise           []*mvccpb.KeyValue // read where the key may be free but promised
 	lookedAhead       bool
 	joined            bool
 }
@@ -409,7 +423,11 @@ func (b *Backend) refused(ctx context.Context, key string, w *waiter, r refusal)
 		if err != nil {
 			return dlock.Record{}, err
 		}
-		rec = dlock.Record{Key: key, LockID: t.LockID, Owner: t.Owner}
+		// Promised to t until the promise lapses (see pass).
+		rec = dlock.Record{Key: key, LockID: t.LockID, Owner: t.Owner, ExpiresAt: promiseDeadline(r.promise)}
+		if len(r.promise) == 0 {
+			rec.ExpiresAt = time.Now().Add(passGrace) // about: the promise is made now
+		}
 	default:
 		// Free and nobody in line: the state changed after a read.
 		rec = dlock.Record{Key: key, ExpiresAt: time.Now()}
@@ -421,6 +439,8 @@ func (b *Backend) refused(ctx context.Context, key string, w *waiter, r refusal)
 		}
 		w.refusedAt(p)
 		switch {
+		case !first && len(lock) == 0 && !rec.ExpiresAt.IsZero():
+			rec.NextLook = rec.ExpiresAt // then it may pass the first in line
 		case !first:
 			rec.NextLook = time.Now().Add(10 * queueTTL)
 		case len(lock) > 0:
@@ -430,6 +450,65 @@ func (b *Backend) refused(ctx context.Context, key string, w *waiter, r refusal)
 		}
 	}
 	return rec, nil
+}
+
+// passGrace is how long a key may stay free, promised to the first in
+// line, before others may take it. A first in line that does not come (its
+// waits keep ending before its wake-up arrives, or its process is stuck
+// while its session lease lives) holds the key up this long at most.
+const passGrace = 2 * time.Second
+
+// pass takes req.Key if it is free but promised to the first in line and
+// the promise has lapsed. The promise is an etcd key, read as promise: the
+// first attempt to find the key so makes it (on its session lease, so that
+// it goes with its backend), saying when it lapses, and every grant
+// deletes it. Clocks of different clients may disagree about that moment:
+// it bounds a wait, it guards nothing. w, if not nil, is a queued waiter
+// passing the first in line: its ticket goes with the grant. granted=false
+// with a nil error means the key may not be passed yet, or changed first.
+func (b *Backend) pass(ctx context.Context, req dlock.AcquireRequest, sent time.Time, promise []*mvccpb.KeyValue, w *waiter) (dlock.Record, bool, error) {
+	pk, lk := b.promiseKey(req.Key), b.lockKey(req.Key)
+	if len(promise) == 0 {
+		// Best effort: without it the key waits for its first in line,
+		// as before there was one.
+		_ = b.withSession(ctx, func(sess clientv3.LeaseID) error {
+			_, err := b.cli.Txn(ctx).If(
+				clientv3.Compare(clientv3.CreateRevision(pk), "=", 0),
+				clientv3.Compare(clientv3.CreateRevision(lk), "=", 0),
+			).Then(clientv3.OpPut(pk, strconv.FormatInt(time.Now().Add(passGrace).UnixNano(), 10), clientv3.WithLease(sess))).Commit()
+			return err
+		})
+		return dlock.Record{}, false, nil
+	}
+	if time.Now().Before(promiseDeadline(promise)) {
+		return dlock.Record{}, false, nil
+	}
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(lk), "=", 0),
+		clientv3.Compare(clientv3.ModRevision(pk), "=", promise[0].ModRevision),
+	}
+	var also []clientv3.Op
+	if w != nil {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(w.ticket), "=", w.ticketRev()))
+		also = append(also, clientv3.OpDelete(w.ticket))
+	}
+	return b.grant(ctx, req, sent, cmps, also, nil, func(*clientv3.TxnResponse) (dlock.Record, bool, error) {
+		return dlock.Record{}, false, nil
+	})
+}
+
+// promiseDeadline is when the promise read as kvs lapses; the zero time
+// if there is none, and the far past if it does not parse (a promise that
+// cannot be read holds nobody up).
+func promiseDeadline(kvs []*mvccpb.KeyValue) time.Time {
+	if len(kvs) == 0 {
+		return time.Time{}
+	}
+	ns, err := strconv.ParseInt(string(kvs[0].Value), 10, 64)
+	if err != nil {
+		return time.Unix(0, 0)
+	}
+	return time.Unix(0, ns)
 }
 
 // revokeLater revokes a lease no grant uses, in the background: the caller

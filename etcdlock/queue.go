@@ -270,6 +270,7 @@ func (b *Backend) acquireQueued(ctx context.Context, req dlock.AcquireRequest, w
 		clientv3.OpGet(qp, clientv3.WithFirstCreate()...),
 		clientv3.OpGet(w.ticket),
 		lastBefore(qp, rev),
+		clientv3.OpGet(b.promiseKey(req.Key)),
 	}
 	refusedBy := func(resp *clientv3.TxnResponse) (dlock.Record, bool, error) {
 		rs := resp.Responses
@@ -281,6 +282,7 @@ func (b *Backend) acquireQueued(ctx context.Context, req dlock.AcquireRequest, w
 			lock:        rs[0].GetResponseRange().Kvs,
 			head:        rs[1].GetResponseRange().Kvs,
 			ahead:       rs[3].GetResponseRange().Kvs,
+			promise:     rs[4].GetResponseRange().Kvs,
 			lookedAhead: true,
 		})
 		return rec, false, err
@@ -292,6 +294,14 @@ func (b *Backend) acquireQueued(ctx context.Context, req dlock.AcquireRequest, w
 		}
 		rs := read.Responses
 		lock, head, mine := rs[0].GetResponseRange().Kvs, rs[1].GetResponseRange().Kvs, rs[2].GetResponseRange().Kvs
+		if len(mine) > 0 && len(lock) == 0 && string(head[0].Key) != w.ticket {
+			// Free, but promised to the first in line: pass it if the
+			// promise has lapsed.
+			rec, granted, err := b.pass(ctx, req, sent, rs[4].GetResponseRange().Kvs, w)
+			if granted || err != nil {
+				return rec, granted, err
+			}
+		}
 		if len(mine) == 0 || len(lock) > 0 || string(head[0].Key) != w.ticket {
 			return refusedBy(read)
 		}

@@ -282,7 +282,8 @@ func TestCloseWhileBusy(t *testing.T) {
 				// holds the key only this long. A wait long beside a
 				// hand-over: with 50ms waits on a loaded machine every
 				// first in line gave up before its wake-up came, and
-				// nobody was granted for 9 minutes (see docs/etcd.md).
+				// nobody was granted for 9 minutes (2 s at most since the
+				// promise: see docs/etcd.md).
 				l, err := c.Acquire(ctx, "busy", dlock.WithTTL(2*time.Second), dlock.WithMaxWait(500*time.Millisecond))
 				if err == nil {
 					select {
@@ -313,5 +314,54 @@ func TestCloseWhileBusy(t *testing.T) {
 	cancel()
 	for range 8 {
 		<-done
+	}
+}
+
+// TestStuckFirstInLineIsPassed: a first in line that never takes the free
+// key (here a ticket put by hand, on a lease that lives on) holds it up for
+// the grace only. A TryAcquire is refused, naming that waiter, until the
+// promise lapses, then granted; without the promise it was refused for as
+// long as the ticket lived.
+func TestStuckFirstInLineIsPassed(t *testing.T) {
+	ctx := t.Context()
+	srv := testserver.StartEtcd(t)
+	cli := newClient(t, srv)
+	prefix := uniquePrefix(t)
+	b, err := etcdlock.New(cli, etcdlock.WithPrefix(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	lease, err := cli.Grant(ctx, 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const stuck = "0123456789abcdef"
+	if _, err := cli.Put(ctx, prefix+"queue/key\x00"+stuck, `{"lock_id":"`+stuck+`"}`, clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	c := dlock.New(b)
+	_, err = c.TryAcquire(ctx, "key")
+	var nae *dlock.NotAcquiredError
+	if !errors.As(err, &nae) || nae.Holder.LockID != stuck {
+		t.Fatalf("TryAcquire of a key promised to %s = %v, want refused, naming it", stuck, err)
+	}
+	deadline := time.Now().Add(time.Minute) // bounds a broken run
+	for {
+		l, err := c.TryAcquire(ctx, "key")
+		if err == nil {
+			if l.Fence() == 0 {
+				t.Error("a grant without a fence")
+			}
+			_ = l.Release(ctx)
+			return
+		}
+		if !errors.Is(err, dlock.ErrNotAcquired) {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still refused a minute on: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // looking again at a state that only time changes
 	}
 }
