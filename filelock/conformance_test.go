@@ -2,6 +2,7 @@ package filelock_test
 
 import (
 	"errors"
+	"runtime"
 	"testing"
 
 	"github.com/dlock-dev/dlock"
@@ -10,7 +11,9 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
+	// The FIFO queue needs Linux (open-file-description locks, inotify).
+	cfg := dlocktest.Config{FIFO: runtime.GOOS == "linux"}
+	dlocktest.RunConfig(t, cfg, func(t *testing.T) dlock.Backend {
 		b, err := filelock.New(t.TempDir())
 		if errors.Is(err, errors.ErrUnsupported) {
 			t.Skip(err)
