@@ -25,8 +25,9 @@ import (
 //     not report it.
 //
 // Optional abilities are separate interfaces ([Lister], [StatsReporter],
-// [Cleaner], [Breaker], [Notifier], [Keeper]) that the core finds with a type
-// assertion, the way database/sql finds optional driver interfaces.
+// [Cleaner], [Breaker], [Notifier], [Keeper], [QueueReporter]) that the
+// core finds with a type assertion, the way database/sql finds optional
+// driver interfaces.
 type Backend interface {
 	// Acquire grants req.Key to req.Token if it is free (never held, released
 	// or expired). On a grant it returns the new record and granted=true. If a
@@ -86,6 +87,15 @@ type Breaker interface {
 	// Break frees key and returns the lease it broke, with found=false if the
 	// key was free.
 	Break(ctx context.Context, key string) (rec Record, found bool, err error)
+}
+
+// QueueReporter is a Backend with FIFO queues that can count the waiters in
+// one: they are queued for the key, not holding it, so Inspect does not
+// show them.
+type QueueReporter interface {
+	// Waiting returns how many waiting acquires are queued for key (0 if
+	// none, or if the key has no queue).
+	Waiting(ctx context.Context, key string) (int, error)
 }
 
 // Keeper is a Backend with more to do than a refresh when a lease is kept

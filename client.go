@@ -248,6 +248,19 @@ func (c *Client) List(ctx context.Context, prefix string) ([]Record, error) {
 	return l.List(ctx, prefix)
 }
 
+// Waiting returns how many waiting acquires are queued for key, on a
+// backend with FIFO queues; elsewhere the error matches [ErrUnsupported].
+func (c *Client) Waiting(ctx context.Context, key string) (int, error) {
+	q, ok := c.backend.(QueueReporter)
+	if !ok {
+		return 0, fmt.Errorf("dlock: waiting: %w", ErrUnsupported)
+	}
+	if err := ValidateKey(key); err != nil {
+		return 0, err
+	}
+	return q.Waiting(ctx, key)
+}
+
 // Stats counts the backend's records and the locks this client holds. On a
 // backend that cannot count, only Held is filled and the error matches
 // [ErrUnsupported].

@@ -1137,7 +1137,7 @@ func testDoContended(e *env) {
 // testFIFOOrder: waiters that queued one after another (each refused
 // before the next starts) are granted in that order, one that gave up
 // leaves its place, and a one-shot attempt does not pass the queue even at
-// the moment of the release.
+// the moment of the release. A [dlock.QueueReporter] counts the waiters.
 func testFIFOOrder(e *env) {
 	t, ctx := e.t, e.t.Context()
 	key := e.key("queued")
@@ -1173,6 +1173,12 @@ func testFIFOOrder(e *env) {
 			t.Fatalf("waiter %d never waited", i)
 		}
 	}
+	q, counts := e.b.(dlock.QueueReporter)
+	if counts {
+		if got, err := q.Waiting(ctx, key); err != nil || got != n {
+			t.Errorf("Waiting with %d waiters queued = %d, %v", n, got, err)
+		}
+	}
 	cancels[2]()
 	if err := <-errs; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled waiter: %v", err)
@@ -1195,6 +1201,23 @@ func testFIFOOrder(e *env) {
 			t.Fatal(err)
 		case <-time.After(e.patience):
 			t.Fatalf("waiter %d was not granted the key", want)
+		}
+	}
+	if counts {
+		// The cancelled waiter's ticket may leave in the background.
+		deadline := time.Now().Add(e.patience)
+		for {
+			got, err := q.Waiting(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Waiting after every waiter was served = %d, want 0", got)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 }

@@ -33,6 +33,22 @@ func (b *Backend) List(ctx context.Context, prefix string) ([]dlock.Record, erro
 	return recs, err
 }
 
+var _ dlock.QueueReporter = (*Backend)(nil)
+
+// Waiting implements [dlock.QueueReporter]: the tickets in key's queue,
+// counted by etcd.
+func (b *Backend) Waiting(ctx context.Context, key string) (int, error) {
+	var n int
+	err := b.call(ctx, "waiting", key, func(ctx context.Context) error {
+		resp, err := b.cli.Get(ctx, b.queuePrefix(key), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err == nil {
+			n = int(resp.Count)
+		}
+		return err
+	})
+	return n, err
+}
+
 // scan reads every lease whose key starts with prefix, in key order (etcd
 // sorts a range by key).
 func (b *Backend) scan(ctx context.Context, prefix string) ([]*grant, error) {

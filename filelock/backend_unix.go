@@ -49,6 +49,7 @@ var (
 	_ dlock.Cleaner       = (*Backend)(nil)
 	_ dlock.Breaker       = (*Backend)(nil)
 	_ dlock.Keeper        = (*Backend)(nil)
+	_ dlock.QueueReporter = (*Backend)(nil)
 )
 
 // New returns a backend over dir, creating it (and missing parents) 0700.
@@ -460,6 +461,23 @@ func (b *Backend) Inspect(ctx context.Context, key string) (dlock.Record, bool, 
 		return b.public(&cur, now), true, nil
 	}
 	return dlock.Record{}, false, nil
+}
+
+// Waiting implements [dlock.QueueReporter]: the live tickets of key's FIFO
+// queue (Linux; elsewhere there is no queue and it reports 0).
+func (b *Backend) Waiting(ctx context.Context, key string) (int, error) {
+	f, cur, empty, err := b.lockRecord(ctx, key, false, unix.LOCK_SH)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, b.opError("waiting", key, err)
+	}
+	defer b.unlockFile(&f)
+	if empty {
+		return 0, nil
+	}
+	return countTickets(f.fd, 0, cur.QueueNext), nil
 }
 
 // List implements [dlock.Lister]. It reads every record in the directory;

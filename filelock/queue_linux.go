@@ -336,6 +336,19 @@ func ahead(fd int, t uint64) (p uint64, ok bool) {
 	return lo, true
 }
 
+// countTickets returns how many tickets in [from, to) are live: a range
+// query says only whether some are, so it halves the range where it does.
+func countTickets(fd int, from, to uint64) int {
+	switch {
+	case !anyTicket(fd, from, to):
+		return 0
+	case to-from == 1:
+		return 1
+	}
+	mid := from + (to-from)/2
+	return countTickets(fd, from, mid) + countTickets(fd, mid, to)
+}
+
 // place is where ticket t stands: 1 first in line, 2 second, 3 further
 // back (the exact number is not needed).
 func place(fd int, t uint64) int {

@@ -112,6 +112,7 @@ var (
 	_ dlock.Breaker       = (*Backend)(nil)
 	_ dlock.Notifier      = (*Backend)(nil)
 	_ dlock.Keeper        = (*Backend)(nil)
+	_ dlock.QueueReporter = (*Backend)(nil)
 )
 
 // Option configures a [Backend].
@@ -465,6 +466,20 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 		return fmt.Errorf("redislock: release %q: %w", key, dlock.ErrNotHeld)
 	}
 	return nil
+}
+
+// Waiting implements [dlock.QueueReporter]: the live tickets of key's FIFO
+// queue (0 where nobody waits with FIFO).
+func (b *Backend) Waiting(ctx context.Context, key string) (int, error) {
+	n := b.names(key)
+	r, err := b.script(ctx, scriptCall{script: waitingScript, keys: []string{n.expiry}}, nil)
+	if err != nil {
+		return 0, b.fail(ctx, "waiting", key, err)
+	}
+	if r.state != stateNumber {
+		return 0, fmt.Errorf("redislock: waiting %q: %w: reply state %d", key, dlock.ErrCorrupt, r.state)
+	}
+	return int(r.n), nil
 }
 
 // Inspect implements [dlock.Backend]. A lease taken by another library

@@ -323,7 +323,14 @@ redis.call('PUBLISH', ARGV[1], '')
 return {1}
 `)
 
+// waitingScript: KEYS qexp. The number of FIFO tickets whose deadline
+// has not passed on the server's clock: the waiters queued for the key.
+var waitingScript = redis.NewScript(`
+local t = redis.call('TIME')
+return redis.call('ZCOUNT', KEYS[1], '(' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)), '+inf')
+`)
+
 var allScripts = []*redis.Script{
 	acquireScript, refreshScript, releaseScript, dequeueScript,
-	inspectScript, breakScript, cleanupScript,
+	inspectScript, breakScript, cleanupScript, waitingScript,
 }

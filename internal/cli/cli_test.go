@@ -683,3 +683,52 @@ func TestOneLine(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusCountsWaiting: on the file backend, status says how many runs
+// wait for a key (--json: "waiting"), and a waiter that got the key is no
+// longer counted.
+func TestStatusCountsWaiting(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the file backend queues waiters on Linux only")
+	}
+	s := newStore(t)
+	token, _ := s.mustDlock(0, "acquire", "--ttl", "1m", "-q", "job")
+	type result struct {
+		code          int
+		token, errOut string
+	}
+	got := make(chan result, 1)
+	go func() {
+		code, out, errOut := s.dlock("acquire", "--ttl", "1m", "--wait", "1m", "-q", "job")
+		got <- result{code, strings.TrimSpace(out), errOut}
+	}()
+	waiting := func() int {
+		out, _ := s.mustDlock(0, "status", "--json", "job")
+		var st struct {
+			Waiting *int `json:"waiting"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil || st.Waiting == nil {
+			t.Fatalf("status --json without a waiting count (%v):\n%s", err, out)
+		}
+		return *st.Waiting
+	}
+	deadline := time.Now().Add(time.Minute) // bounds a broken run
+	for waiting() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the waiting acquire was never counted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if out, _ := s.mustDlock(0, "status", "job"); !regexp.MustCompile(`waiting:\s+1\n`).MatchString(out) {
+		t.Errorf("status of a key with one waiter:\n%s", out)
+	}
+	s.mustDlock(0, "release", "job", strings.TrimSpace(token))
+	r := <-got
+	if r.code != 0 {
+		t.Fatalf("waiting acquire: exit %d: %s", r.code, r.errOut)
+	}
+	if n := waiting(); n != 0 {
+		t.Errorf("waiting after the waiter got the key = %d, want 0", n)
+	}
+	s.mustDlock(0, "release", "job", r.token)
+}
