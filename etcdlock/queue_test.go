@@ -68,6 +68,22 @@ func queueLen(t *testing.T, cli *clientv3.Client, b *etcdlock.Backend, key strin
 	return resp.Count
 }
 
+// putTicket puts in key's queue the ticket of a waiter elsewhere, with lock
+// id id, on a lease of its own that outlives the test, and returns its etcd
+// key.
+func putTicket(t *testing.T, cli *clientv3.Client, b *etcdlock.Backend, key, id, label string) string {
+	t.Helper()
+	lease, err := cli.Grant(t.Context(), 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticket := b.QueuePrefix(key) + id
+	if _, err := cli.Put(t.Context(), ticket, `{"lock_id":"`+id+`","owner":{"label":"`+label+`"}}`, clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	return ticket
+}
+
 // TestFIFOOrder: waiters in two processes (two clients and backends) get
 // the key in the order they came, one hand-over at a time, and the queue
 // is empty at the end.
@@ -109,17 +125,9 @@ func TestTryAcquireRespectsQueue(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	cli := newClient(t, srv)
 	b := newBackend(t, cli)
-	// A ticket of a waiter elsewhere, on a lease of its own.
-	lease, err := cli.Grant(t.Context(), 60)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ticket := b.QueuePrefix("job") + "0123456789abcdef"
-	if _, err := cli.Put(t.Context(), ticket, `{"lock_id":"0123456789abcdef","owner":{"label":"elsewhere"}}`, clientv3.WithLease(lease.ID)); err != nil {
-		t.Fatal(err)
-	}
+	ticket := putTicket(t, cli, b, "job", "0123456789abcdef", "elsewhere")
 	c := dlock.New(b)
-	_, err = c.TryAcquire(t.Context(), "job")
+	_, err := c.TryAcquire(t.Context(), "job")
 	var nae *dlock.NotAcquiredError
 	if !errors.As(err, &nae) || nae.Holder == nil || nae.Holder.LockID != "0123456789abcdef" || nae.Holder.Owner.Label != "elsewhere" {
 		t.Fatalf("TryAcquire of a free key with a waiter in line: %v, want refused naming that waiter", err)
@@ -326,22 +334,11 @@ func TestStuckFirstInLineIsPassed(t *testing.T) {
 	ctx := t.Context()
 	srv := testserver.StartEtcd(t)
 	cli := newClient(t, srv)
-	prefix := uniquePrefix(t)
-	b, err := etcdlock.New(cli, etcdlock.WithPrefix(prefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	lease, err := cli.Grant(ctx, 3600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := newBackend(t, cli)
 	const stuck = "0123456789abcdef"
-	if _, err := cli.Put(ctx, prefix+"queue/key\x00"+stuck, `{"lock_id":"`+stuck+`"}`, clientv3.WithLease(lease.ID)); err != nil {
-		t.Fatal(err)
-	}
+	putTicket(t, cli, b, "key", stuck, "stuck")
 	c := dlock.New(b)
-	_, err = c.TryAcquire(ctx, "key")
+	_, err := c.TryAcquire(ctx, "key")
 	var nae *dlock.NotAcquiredError
 	if !errors.As(err, &nae) || nae.Holder.LockID != stuck {
 		t.Fatalf("TryAcquire of a key promised to %s = %v, want refused, naming it", stuck, err)
