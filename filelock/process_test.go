@@ -7,13 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,122 +17,15 @@ import (
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/filelock"
 	"github.com/dlock-dev/dlock/internal/fence"
+	"github.com/dlock-dev/dlock/internal/proctest"
 )
 
-// The cross-process tests re-execute this test binary as helper processes
-// (TestHelperProcess, role chosen by helperEnv). Parent and children talk
-// over stdin and stdout lines; no sleeps stand in for synchronisation.
+// The cross-process tests re-execute this test binary as children in a
+// role (internal/proctest); TestMain runs the role in a child.
 
-const helperEnv = "DLOCK_FILELOCK_HELPER"
+func TestMain(m *testing.M) { proctest.Main(m, runRole) }
 
-// helper is a running child process.
-type helper struct {
-	t     *testing.T
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	lines chan string
-	done  chan struct{} // closed when the process was reaped
-	err   error         // Wait's result, valid after done
-}
-
-// lineTimeout bounds waits for a child's report, so that a broken child
-// fails the test instead of hanging it. It is not a timing assertion.
-const lineTimeout = 60 * time.Second
-
-func startHelper(t *testing.T, role string, env ...string) *helper {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
-	cmd.Env = append(os.Environ(), append([]string{helperEnv + "=" + role}, env...)...)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	h := &helper{t: t, cmd: cmd, stdin: stdin, lines: make(chan string, 16), done: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			h.lines <- sc.Text()
-		}
-		close(h.lines)
-		h.err = cmd.Wait()
-		close(h.done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-h.done
-	})
-	return h
-}
-
-// expect returns the rest of the child's next line, which must start with
-// prefix.
-func (h *helper) expect(prefix string) string {
-	h.t.Helper()
-	select {
-	case line, ok := <-h.lines:
-		if !ok {
-			<-h.done
-			h.t.Fatalf("helper %d exited (%v) before reporting %q", h.cmd.Process.Pid, h.err, prefix)
-		}
-		rest, found := strings.CutPrefix(line, prefix)
-		if !found {
-			h.t.Fatalf("helper %d said %q, want %q...", h.cmd.Process.Pid, line, prefix)
-		}
-		return strings.TrimSpace(rest)
-	case <-time.After(lineTimeout):
-		h.t.Fatalf("helper %d did not report %q within %v", h.cmd.Process.Pid, prefix, lineTimeout)
-		return ""
-	}
-}
-
-func (h *helper) send(line string) {
-	h.t.Helper()
-	if _, err := io.WriteString(h.stdin, line+"\n"); err != nil {
-		h.t.Fatal(err)
-	}
-}
-
-// wait waits for the child to exit and returns its exit error.
-func (h *helper) wait() error {
-	h.t.Helper()
-	for range h.lines { // drain
-	}
-	<-h.done
-	return h.err
-}
-
-// kill sends SIGKILL and reaps the child.
-func (h *helper) kill() {
-	h.t.Helper()
-	if err := h.cmd.Process.Kill(); err != nil {
-		h.t.Fatal(err)
-	}
-	h.wait()
-}
-
-// TestHelperProcess is not a test: it is the body of the helper processes.
-func TestHelperProcess(t *testing.T) {
-	role := os.Getenv(helperEnv)
-	if role == "" {
-		t.Skip("helper process for the cross-process tests; runs only when re-executed")
-	}
-	code := 0
-	if err := runHelper(role); err != nil {
-		fmt.Fprintln(os.Stderr, "helper:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
-
-func runHelper(role string) error {
+func runRole(role string, stdin *bufio.Scanner) error {
 	ctx := context.Background()
 	b, err := filelock.New(os.Getenv("DIR"))
 	if err != nil {
@@ -148,18 +37,11 @@ func runHelper(role string) error {
 		return err
 	}
 	c := dlock.New(b, dlock.WithTTL(ttl))
-	stdin := bufio.NewScanner(os.Stdin)
 	switch role {
-	case "contend":
-		return contend(ctx, c, key, stdin)
+	case proctest.ContendRole:
+		return proctest.Contend(ctx, c, stdin)
 	case "hold":
-		l, err := c.TryAcquire(ctx, key)
-		if err != nil {
-			return err
-		}
-		fmt.Println("acquired", l.Fence())
-		stdin.Scan() // until killed
-		return nil
+		return proctest.Hold(ctx, c, key, stdin)
 	case "pause":
 		return pause(ctx, b, c, key, stdin)
 	case "wait":
@@ -176,47 +58,6 @@ func runHelper(role string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown role %q", role)
-}
-
-// contend acquires key ITER times, waiting, and in each critical section
-// proves it is alone (O_EXCL marker) and writes through the fenced
-// resource.
-func contend(ctx context.Context, c *dlock.Client, key string, stdin *bufio.Scanner) error {
-	iter, err := strconv.Atoi(os.Getenv("ITER"))
-	if err != nil {
-		return err
-	}
-	res, err := fence.Open(os.Getenv("RESOURCE"))
-	if err != nil {
-		return err
-	}
-	marker := os.Getenv("MARKER")
-	fmt.Println("ready")
-	stdin.Scan() // "go": all start together
-	for i := range iter {
-		l, err := c.Acquire(ctx, key)
-		if err != nil {
-			return err
-		}
-		m, err := os.OpenFile(marker, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-		if err != nil {
-			fmt.Println("overlap", err)
-			return fmt.Errorf("critical section entered twice: %w", err)
-		}
-		m.Close()
-		if err := res.Write(ctx, l.Fence(), fmt.Appendf(nil, "pid %d round %d", os.Getpid(), i)); err != nil {
-			fmt.Println("rejected", err)
-			return err
-		}
-		if err := os.Remove(marker); err != nil {
-			return err
-		}
-		if err := l.Release(ctx); err != nil {
-			return err
-		}
-	}
-	fmt.Println("done")
-	return nil
 }
 
 // pause holds key and waits for "go" on stdin; the parent stops it with
@@ -261,60 +102,7 @@ func TestProcessesContending(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 20 processes")
 	}
-	ctx := t.Context()
-	dir := t.TempDir()
-	work := t.TempDir()
-	const procs, iter = 20, 15
-	resPath := filepath.Join(work, "resource")
-	env := []string{
-		"DIR=" + dir, "KEY=" + uniqueKey(t), "TTL=1m", "ITER=" + strconv.Itoa(iter),
-		"RESOURCE=" + resPath, "MARKER=" + filepath.Join(work, "inside"),
-	}
-	helpers := make([]*helper, procs)
-	for i := range helpers {
-		helpers[i] = startHelper(t, "contend", env...)
-	}
-	for _, h := range helpers {
-		h.expect("ready")
-	}
-	for _, h := range helpers {
-		h.send("go")
-	}
-	var wg sync.WaitGroup
-	for _, h := range helpers {
-		wg.Go(func() {
-			select {
-			case line := <-h.lines:
-				if line != "done" {
-					t.Errorf("helper %d: %q", h.cmd.Process.Pid, line)
-				}
-			case <-time.After(5 * lineTimeout):
-				t.Errorf("helper %d did not finish", h.cmd.Process.Pid)
-			}
-		})
-	}
-	wg.Wait()
-	for _, h := range helpers {
-		if err := h.wait(); err != nil {
-			t.Errorf("helper %d: %v", h.cmd.Process.Pid, err)
-		}
-	}
-	res, err := fence.Open(resPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	entries, err := res.Entries(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(entries) != procs*iter {
-		t.Errorf("%d accepted writes, want %d", len(entries), procs*iter)
-	}
-	for i := 1; i < len(entries); i++ {
-		if entries[i].Fence <= entries[i-1].Fence {
-			t.Errorf("write %d has fence %d after %d: fences must grow with each grant", i, entries[i].Fence, entries[i-1].Fence)
-		}
-	}
+	proctest.RunContention(t, 20, 15, "DIR="+t.TempDir(), "KEY="+uniqueKey(t), "TTL=1m")
 }
 
 // TestKilledHolderFreedAtTTL: with takeover disabled, a SIGKILLed holder's
@@ -330,10 +118,10 @@ func TestKilledHolderFreedAtTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	started := time.Now()
-	h := startHelper(t, "hold", "DIR="+dir, "KEY="+key, "TTL="+ttl.String())
-	held, _ := strconv.ParseUint(h.expect("acquired"), 10, 64)
+	h := proctest.Start(t, "hold", "DIR="+dir, "KEY="+key, "TTL="+ttl.String())
+	held, _ := strconv.ParseUint(h.Expect("acquired"), 10, 64)
 	reported := time.Now()
-	h.kill()
+	h.Kill()
 	c := dlock.New(b, dlock.WithTTL(time.Minute))
 	if _, err := c.TryAcquire(ctx, key); time.Since(reported) < ttl/2 && !errors.Is(err, dlock.ErrNotAcquired) {
 		t.Fatalf("TryAcquire right after the kill = %v, want ErrNotAcquired (takeover is disabled)", err)
@@ -366,13 +154,13 @@ func TestKilledHolderTakenOverAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := startHelper(t, "hold", "DIR="+dir, "KEY="+key, "TTL=1h")
-	h.expect("acquired")
+	h := proctest.Start(t, "hold", "DIR="+dir, "KEY="+key, "TTL=1h")
+	h.Expect("acquired")
 	c := dlock.New(b, dlock.WithTTL(time.Minute))
 	if _, err := c.TryAcquire(ctx, key); !errors.Is(err, dlock.ErrNotAcquired) {
 		t.Fatalf("TryAcquire while the holder lives = %v, want ErrNotAcquired", err)
 	}
-	h.kill()
+	h.Kill()
 	if _, err := c.TryAcquire(ctx, key); err != nil {
 		t.Fatalf("TryAcquire after the holder was killed and reaped = %v, want a grant", err)
 	}
@@ -389,21 +177,21 @@ func TestWaiterTakesOverKilledHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := startHelper(t, "hold", "DIR="+dir, "KEY="+key, "TTL=1h")
-	h.expect("acquired")
+	h := proctest.Start(t, "hold", "DIR="+dir, "KEY="+key, "TTL=1h")
+	h.Expect("acquired")
 	c := dlock.New(b, dlock.WithTTL(time.Minute))
 	type result struct {
 		l   *dlock.Lock
 		err error
 	}
 	got := make(chan result, 1)
-	waitCtx, cancel := context.WithTimeout(ctx, lineTimeout)
+	waitCtx, cancel := context.WithTimeout(ctx, proctest.LineTimeout)
 	defer cancel()
 	go func() {
 		l, err := c.Acquire(waitCtx, key)
 		got <- result{l, err}
 	}()
-	h.kill()
+	h.Kill()
 	if r := <-got; r.err != nil {
 		t.Fatalf("Acquire waiting on a killed holder = %v, want a grant", r.err)
 	}
@@ -420,9 +208,9 @@ func TestPausedHolderIsFenced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := startHelper(t, "pause", "DIR="+dir, "KEY="+key, "TTL=300ms", "RESOURCE="+res.Path())
-	old, _ := strconv.ParseUint(h.expect("acquired"), 10, 64)
-	if err := h.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	h := proctest.Start(t, "pause", "DIR="+dir, "KEY="+key, "TTL=300ms", "RESOURCE="+res.Path())
+	old, _ := strconv.ParseUint(h.Expect("acquired"), 10, 64)
+	if err := h.Process().Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	b, err := filelock.New(dir)
@@ -441,10 +229,10 @@ func TestPausedHolderIsFenced(t *testing.T) {
 	if err := res.Write(ctx, l.Fence(), []byte("new holder")); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := h.Process().Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	h.send("go")
+	h.Send("go")
 	for _, want := range []struct{ step, outcome string }{
 		{"backend-refresh", "not-held"},
 		{"refresh", "not-held"},
@@ -452,11 +240,11 @@ func TestPausedHolderIsFenced(t *testing.T) {
 		{"release", "not-held"},
 		{"backend-release", "not-held"},
 	} {
-		if got := h.expect(want.step); got != want.outcome {
+		if got := h.Expect(want.step); got != want.outcome {
 			t.Errorf("paused holder's %s: %s, want %s", want.step, got, want.outcome)
 		}
 	}
-	if err := h.wait(); err != nil {
+	if err := h.Wait(); err != nil {
 		t.Errorf("helper: %v", err)
 	}
 	// The new holder is unaffected.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/filelock"
+	"github.com/dlock-dev/dlock/internal/proctest"
 )
 
 // The FIFO queue. Waiters join in a known order: each test waits until the
@@ -21,11 +22,11 @@ import (
 // waiter, and finds who holds the key with Inspect (the owner's pid or
 // label), so no sleep stands in for synchronisation.
 
-// waitFor polls cond until it holds; lineTimeout bounds it so that a broken
+// waitFor polls cond until it holds; proctest.LineTimeout bounds it so that a broken
 // queue fails the test instead of hanging it.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(lineTimeout)
+	deadline := time.Now().Add(proctest.LineTimeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting until %s", what)
@@ -123,24 +124,24 @@ func TestQueueOrderAcrossProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var hs []*helper
+	var hs []*proctest.Child
 	for i := range 4 {
-		hs = append(hs, startHelper(t, "wait", "DIR="+dir, "KEY="+key, "TTL=1h"))
+		hs = append(hs, proctest.Start(t, "wait", "DIR="+dir, "KEY="+key, "TTL=1h"))
 		waitQueued(t, dir, key, uint64(i+1))
 	}
-	hs[1].kill()
+	hs[1].Kill()
 	if err := l.Release(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	prev := os.Getpid()
 	for _, i := range []int{0, 2, 3} {
 		rec := waitHolder(t, b, key, prev)
-		if pid := hs[i].cmd.Process.Pid; rec.Owner.PID != pid {
+		if pid := hs[i].Pid(); rec.Owner.PID != pid {
 			t.Fatalf("holder is pid %d, want waiter %d (pid %d): not first come, first served", rec.Owner.PID, i, pid)
 		}
-		hs[i].expect("acquired")
-		hs[i].send("release")
-		hs[i].expect("released")
+		hs[i].Expect("acquired")
+		hs[i].Send("release")
+		hs[i].Expect("released")
 		prev = rec.Owner.PID
 	}
 	assertNoLifeLines(t, dir, key)
@@ -160,13 +161,13 @@ func TestStoppedFirstInLineIsPassed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := startHelper(t, "wait", "DIR="+dir, "KEY="+key, "TTL=1h")
+	first := proctest.Start(t, "wait", "DIR="+dir, "KEY="+key, "TTL=1h")
 	waitQueued(t, dir, key, 1)
-	if err := first.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := first.Process().Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = first.cmd.Process.Signal(syscall.SIGCONT) })
-	second := startHelper(t, "wait", "DIR="+dir, "KEY="+key, "TTL=1h")
+	t.Cleanup(func() { _ = first.Process().Signal(syscall.SIGCONT) })
+	second := proctest.Start(t, "wait", "DIR="+dir, "KEY="+key, "TTL=1h")
 	waitQueued(t, dir, key, 2)
 	if err := l.Release(ctx); err != nil {
 		t.Fatal(err)
@@ -188,22 +189,22 @@ func TestStoppedFirstInLineIsPassed(t *testing.T) {
 	}
 
 	rec := waitHolder(t, b, key, os.Getpid())
-	if pid := second.cmd.Process.Pid; rec.Owner.PID != pid {
+	if pid := second.Pid(); rec.Owner.PID != pid {
 		t.Fatalf("holder is pid %d, want the second in line (pid %d)", rec.Owner.PID, pid)
 	}
-	second.expect("acquired")
-	if err := first.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	second.Expect("acquired")
+	if err := first.Process().Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	second.send("release")
-	second.expect("released")
+	second.Send("release")
+	second.Expect("released")
 	rec = waitHolder(t, b, key, rec.Owner.PID)
-	if pid := first.cmd.Process.Pid; rec.Owner.PID != pid {
+	if pid := first.Pid(); rec.Owner.PID != pid {
 		t.Fatalf("holder is pid %d, want the first in line, continued (pid %d)", rec.Owner.PID, pid)
 	}
-	first.expect("acquired")
-	first.send("release")
-	first.expect("released")
+	first.Expect("acquired")
+	first.Send("release")
+	first.Expect("released")
 }
 
 // counting counts the attempts its waiters make.
@@ -239,7 +240,7 @@ func TestQueueInProcess(t *testing.T) {
 	for i := range n {
 		backends[i] = &counting{Backend: openBackend(t, dir)}
 		c := dlock.New(backends[i], dlock.WithTTL(time.Hour), dlock.WithLabel(strconv.Itoa(i)))
-		wctx, cancel := context.WithTimeout(ctx, lineTimeout)
+		wctx, cancel := context.WithTimeout(ctx, proctest.LineTimeout)
 		cancels[i] = cancel
 		t.Cleanup(cancel)
 		go func() {
@@ -294,7 +295,7 @@ func TestQueueAfterExpiry(t *testing.T) {
 	for i := range n {
 		c := dlock.New(openBackend(t, dir), dlock.WithTTL(time.Hour))
 		go func() {
-			l, err := c.Acquire(ctx, key, dlock.WithMaxWait(lineTimeout))
+			l, err := c.Acquire(ctx, key, dlock.WithMaxWait(proctest.LineTimeout))
 			if err != nil {
 				errs <- err
 				return
@@ -332,7 +333,7 @@ func TestCloseLeavesQueue(t *testing.T) {
 	}
 	results := make(chan result, 2)
 	wait := func(b *filelock.Backend, who string) {
-		l, err := dlock.New(b, dlock.WithTTL(time.Hour)).Acquire(ctx, key, dlock.WithMaxWait(lineTimeout))
+		l, err := dlock.New(b, dlock.WithTTL(time.Hour)).Acquire(ctx, key, dlock.WithMaxWait(proctest.LineTimeout))
 		if err == nil {
 			err = l.Release(ctx)
 		}
