@@ -137,3 +137,67 @@ func TestWaiterBehindUnreachableTickets(t *testing.T) {
 		t.Fatalf("waiter behind tickets without life lines: %v", err)
 	}
 }
+
+// TestLocalTicketNeedsNoLifeLine: a follower whose ticket ahead belongs to
+// this process watches it through the ticket's gone channel, not its life
+// line: with the life line cut the watch still holds (a socket watch would
+// find it unreachable and poll), and it ends when the ticket is dropped.
+func TestLocalTicketNeedsNoLifeLine(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	b, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "local"
+	f, cur, _, err := b.lockRecord(ctx, key, true, unix.LOCK_EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &waiter{key: key, id: "w", lockFD: -1, lifeFD: -1}
+	joined := b.join(w, &f, &cur)
+	if err := f.write(&cur, false); err != nil {
+		t.Fatal(err)
+	}
+	b.unlockFile(&f)
+	if !joined {
+		t.Fatal("join failed")
+	}
+	id := ticketID{w.file, w.ticket}
+	if localTicket(id) == nil {
+		t.Fatal("a joined ticket is not registered as this process's")
+	}
+	w.mu.Lock()
+	unix.Close(w.lifeFD)
+	w.lifeFD = -1
+	w.mu.Unlock()
+
+	name := keyID(key)
+	q, err := unix.Open(dir+"/"+name.name(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(q)
+	lines := newLifeLines(w.file)
+	defer lines.close()
+	if got := lines.watch(q, []uint64{w.ticket}); got != lineWatched {
+		t.Fatalf("watch of a ticket of this process without its life line = %d, want lineWatched", got)
+	}
+	w.mu.Lock()
+	w.dropTicket()
+	w.mu.Unlock()
+	select {
+	case got := <-lines.ended:
+		if got != id.t {
+			t.Errorf("watch ended for ticket %d, want %d", got, id.t)
+		}
+	case <-time.After(30 * time.Second): // bounds a broken run
+		t.Fatal("the watch did not end when the ticket was dropped")
+	}
+	if anyTicket(q, id.t, id.t+1) {
+		t.Error("the dropped ticket is still live: its follower would wake to find it there")
+	}
+	if localTicket(id) != nil {
+		t.Error("the dropped ticket is still registered")
+	}
+}

@@ -39,7 +39,10 @@ import (
 // created where many were deleted costs half a millisecond). Abstract
 // sockets belong to a network namespace: a waiter that cannot reach the
 // life line ahead of it (another namespace, or a listener of another user
-// squatting the name) looks every deadHolderPoll instead.
+// squatting the name) looks every deadHolderPoll instead. A waiter whose
+// ticket ahead is one of its own process's (see local) waits on that
+// ticket's channel instead of dialling: no socket per in-process
+// hand-over.
 // Only the first two in line watch the key file itself (see watcher): the
 // first to take the key, the second to pass a first in line that does not
 // take a free key within queueGrace (a stopped process: SIGSTOP, a frozen
@@ -81,8 +84,9 @@ type waiter struct {
 	left   bool   // leave ran: no ticket again
 	ticket uint64 // its number, if joined
 	file   fileIdentity
-	lockFD int // holds the ticket's lock
-	lifeFD int // its life line, a listening socket; -1 without one
+	lockFD int           // holds the ticket's lock
+	lifeFD int           // its life line, a listening socket; -1 without one
+	gone   chan struct{} // closed when the ticket is dropped (see local)
 }
 
 // fileIdentity names a key file's inode, which the queue belongs to.
@@ -94,6 +98,29 @@ func identify(fd int) (fileIdentity, bool) {
 		return fileIdentity{}, false
 	}
 	return fileIdentity{uint64(st.Dev), st.Ino}, true
+}
+
+// local is this process's live tickets. A follower whose ticket ahead is
+// one of them waits for that ticket's gone channel instead of dialling its
+// life line: the same wake-up, without a socket per hand-over, when the
+// waiters of one key are goroutines of one program.
+var local = struct {
+	sync.Mutex
+	tickets map[ticketID]chan struct{}
+}{tickets: make(map[ticketID]chan struct{})}
+
+// ticketID names a ticket: its number in the queue of a key file's inode.
+type ticketID struct {
+	file fileIdentity
+	t    uint64
+}
+
+// localTicket returns the gone channel of the ticket id if it is one of
+// this process's, nil if it is not (or was dropped).
+func localTicket(id ticketID) chan struct{} {
+	local.Lock()
+	defer local.Unlock()
+	return local.tickets[id]
 }
 
 // lifeLine is the abstract socket address of ticket t of the key file f.
@@ -176,6 +203,10 @@ func (w *waiter) dropTicket() {
 		unix.Close(w.lifeFD)
 	}
 	w.lockFD, w.lifeFD = -1, -1
+	local.Lock()
+	delete(local.tickets, ticketID{w.file, w.ticket})
+	local.Unlock()
+	close(w.gone)
 }
 
 // leaveAll empties the queue of a closing Backend.
@@ -273,6 +304,10 @@ func (b *Backend) join(w *waiter, f *lockedFile, cur *fileRecord) bool {
 		return false
 	}
 	w.joined, w.ticket, w.file, w.lockFD, w.lifeFD = true, t, id, fd, life
+	w.gone = make(chan struct{})
+	local.Lock()
+	local.tickets[ticketID{id, t}] = w.gone
+	local.Unlock()
 	cur.QueueNext = t + 1
 	return true
 }
@@ -502,19 +537,20 @@ func (b *Backend) follow(ctx context.Context, w *waiter, name string, ch chan st
 	}
 }
 
-// lifeLines are a follower's connections to the life lines it watches,
-// kept while they are watched: a listener never accepts, so each
-// connection stays in its backlog until it closes, and one dialled at every
-// move up the line would fill it.
+// lifeLines are a follower's watches on the tickets ahead of it, kept
+// while they are watched: a connection to the life line of another
+// process's ticket (a listener never accepts, so each connection stays in
+// its backlog until it closes, and one dialled at every move up the line
+// would fill it), or a wait on the gone channel of this process's.
 type lifeLines struct {
-	file  fileIdentity
-	conns map[uint64]*net.UnixConn
-	ended chan uint64   // tickets whose connection's read ended
-	quit  chan struct{} // closed by close
+	file    fileIdentity
+	watches map[uint64]func() // ticket -> stops its watch
+	ended   chan uint64       // tickets whose watch saw them go
+	quit    chan struct{}     // closed by close
 }
 
 func newLifeLines(file fileIdentity) *lifeLines {
-	return &lifeLines{file: file, conns: make(map[uint64]*net.UnixConn), ended: make(chan uint64), quit: make(chan struct{})}
+	return &lifeLines{file: file, watches: make(map[uint64]func()), ended: make(chan uint64), quit: make(chan struct{})}
 }
 
 // What watch found.
@@ -524,16 +560,28 @@ const (
 	lineUnreachable        // a live ticket's life line cannot be reached
 )
 
-// watch keeps connections to the life lines of exactly tickets.
+// watch keeps watches on exactly tickets.
 func (l *lifeLines) watch(fd int, tickets []uint64) int {
-	for t, c := range l.conns {
+	for t, stop := range l.watches {
 		if !slices.Contains(tickets, t) {
-			c.Close()
-			delete(l.conns, t)
+			stop()
+			delete(l.watches, t)
 		}
 	}
 	for _, t := range tickets {
-		if l.conns[t] != nil {
+		if l.watches[t] != nil {
+			continue
+		}
+		if gone := localTicket(ticketID{l.file, t}); gone != nil {
+			stop := make(chan struct{})
+			l.watches[t] = func() { close(stop) }
+			go func() {
+				select {
+				case <-gone:
+					l.end(t)
+				case <-stop:
+				}
+			}()
 			continue
 		}
 		c, err := dialLifeLine(lifeLine(l.file, t))
@@ -543,33 +591,38 @@ func (l *lifeLines) watch(fd int, tickets []uint64) int {
 			}
 			return lineGone
 		}
-		l.conns[t] = c
+		l.watches[t] = func() { c.Close() }
 		go func() {
 			_, _ = io.Copy(io.Discard, c) // until reset, or c is closed
-			select {
-			case l.ended <- t:
-			case <-l.quit:
-			}
+			l.end(t)
 		}()
 	}
 	return lineWatched
 }
 
-// drop forgets the connection of ticket t, reporting whether it was
-// watched (and not one closed by watch since).
+// end reports that the watch of ticket t ended.
+func (l *lifeLines) end(t uint64) {
+	select {
+	case l.ended <- t:
+	case <-l.quit:
+	}
+}
+
+// drop forgets the watch of ticket t, reporting whether it was watched
+// (and not one stopped by watch since).
 func (l *lifeLines) drop(t uint64) bool {
-	c, ok := l.conns[t]
+	stop, ok := l.watches[t]
 	if ok {
-		c.Close()
-		delete(l.conns, t)
+		stop()
+		delete(l.watches, t)
 	}
 	return ok
 }
 
 func (l *lifeLines) close() {
 	close(l.quit)
-	for _, c := range l.conns {
-		c.Close()
+	for _, stop := range l.watches {
+		stop()
 	}
 }
 
