@@ -107,6 +107,9 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 		if o.maxWait == 0 {
 			return nil, &NotAcquiredError{Key: key, Holder: &rec}
 		}
+		if attempt == 1 && o.onWait != nil {
+			o.onWait(rec)
+		}
 		if notify && changed == nil {
 			// Subscribe only once the key is found held, so that an
 			// uncontended Acquire costs what TryAcquire does (on Redis a

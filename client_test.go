@@ -470,3 +470,83 @@ func TestNextLook(t *testing.T) {
 		t.Fatal("the release did not wake the waiter")
 	}
 }
+
+// WithOnWait is told once, with the holder, when an Acquire starts to
+// wait, and not at all by an Acquire of a free key or a TryAcquire.
+func TestOnWait(t *testing.T) {
+	c := dlock.New(memlock.New())
+	ctx := t.Context()
+	key := uniqueKey(t)
+	var told []dlock.Record
+	onWait := dlock.WithOnWait(func(holder dlock.Record) { told = append(told, holder) })
+
+	holder, err := c.Acquire(ctx, key, onWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(told) != 0 {
+		t.Fatalf("Acquire of a free key told of a wait: %+v", told)
+	}
+	if _, err := c.TryAcquire(ctx, key, onWait); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("TryAcquire of a held key = %v", err)
+	}
+	if len(told) != 0 {
+		t.Fatalf("TryAcquire told of a wait: %+v", told)
+	}
+	// The hook releases the holder: the waiter is granted after it.
+	l, err := c.Acquire(ctx, key, dlock.WithMaxWait(time.Minute), dlock.WithOnWait(func(h dlock.Record) {
+		told = append(told, h)
+		if err := holder.Release(ctx); err != nil {
+			t.Error(err)
+		}
+	}))
+	if err != nil {
+		t.Fatalf("Acquire after the hook released the holder: %v", err)
+	}
+	if len(told) != 1 || told[0].LockID != holder.LockID() {
+		t.Errorf("told %+v, want once with the holder %s", told, holder.LockID())
+	}
+	_ = l.Release(ctx)
+}
+
+// pollOnly hides memlock's Notifier, so that a waiter makes attempt after
+// attempt; after the third it calls then.
+type pollOnly struct {
+	dlock.Backend
+	attempts atomic.Int32
+	then     func()
+}
+
+func (p *pollOnly) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
+	if p.attempts.Add(1) == 3 {
+		p.then()
+	}
+	return p.Backend.Acquire(ctx, req)
+}
+
+// WithOnWait is told once per Acquire however many attempts its wait makes.
+func TestOnWaitOncePerAcquire(t *testing.T) {
+	ctx := t.Context()
+	key := uniqueKey(t)
+	mem := memlock.New()
+	holder, err := dlock.New(mem).TryAcquire(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pollOnly{Backend: mem}
+	p.then = func() {
+		if err := holder.Release(ctx); err != nil {
+			t.Error(err)
+		}
+	}
+	told := 0
+	l, err := dlock.New(p).Acquire(ctx, key, dlock.WithRetry(dlock.LinearBackoff(time.Millisecond)),
+		dlock.WithOnWait(func(dlock.Record) { told++ }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := p.attempts.Load(); n < 3 || told != 1 {
+		t.Errorf("%d attempts told of the wait %d times, want at least 3 attempts told once", n, told)
+	}
+	_ = l.Release(ctx)
+}

@@ -20,6 +20,7 @@ type options struct {
 	maxHold      time.Duration // 0: no bound
 	minHold      time.Duration // 0: a release frees the key at once
 	owner        Owner
+	onWait       func(holder Record) // nil: nobody is told
 	err          error
 }
 
@@ -66,6 +67,15 @@ func WithMaxWait(d time.Duration) Option {
 		o.maxWait = d
 	}
 }
+
+// WithOnWait calls fn when an Acquire (or Do) finds key held and starts to
+// wait, with the holder's record, so that a program can say why it is
+// waiting (the dlock command prints a line on a terminal). A record with no
+// LockID is a key that is free but promised to a waiter ahead in a FIFO
+// queue. fn runs on the caller's goroutine at most once per call, before
+// the wait; it is never called by TryAcquire or with WithMaxWait(0), which
+// do not wait. nil (the default) calls nothing.
+func WithOnWait(fn func(holder Record)) Option { return func(o *options) { o.onWait = fn } }
 
 // WithRetry sets how waiting Acquires sleep between attempts on backends that
 // cannot notify waiters. Default [DefaultRetry]. nil fails with

@@ -28,7 +28,8 @@ that a script can hold the lock across several commands:
 The lock is not tied to the dlock process (it outlives it); it is held until
 released or until its TTL passes without a refresh. With --json the result is
 a JSON object with the token, lock id, fence and expiry. If the key is held
-by someone else, acquire exits 75 (--conflict-exit-code) naming the holder.`,
+by someone else, acquire exits 75 (--conflict-exit-code) naming the holder;
+with --wait it waits first, and says whom for when stderr is a terminal.`,
 		Args: exactArgs("KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return e.acquire(cmd, args[0], &f)
@@ -88,6 +89,15 @@ func (e *conflictError) Error() string {
 	return msg
 }
 
+// waitingFor says how long a command waits, for the line it prints when
+// it starts waiting.
+func waitingFor(wait time.Duration) string {
+	if wait < 0 {
+		return "waiting until it is free (--wait forever; Ctrl-C gives up)"
+	}
+	return "waiting up to " + humanDuration(wait)
+}
+
 // testHookWaiting, if set, is called when a command starts waiting for a
 // lock, so that tests can interrupt a wait without sleeping.
 var testHookWaiting func()
@@ -110,6 +120,11 @@ func (e *env) take(ctx context.Context, c *dlock.Client, key string, f *acquireF
 		opts = append(opts, dlock.WithMaxWait(f.wait))
 	}
 	defer cancel()
+	if f.wait != 0 && !e.quiet && e.stderrTerminal() {
+		opts = append(opts, dlock.WithOnWait(func(holder dlock.Record) {
+			fmt.Fprintf(e.stderr, "dlock: %q is locked by %s; %s\n", key, holderLine(holder, time.Now()), waitingFor(f.wait))
+		}))
+	}
 	if f.wait != 0 && testHookWaiting != nil {
 		testHookWaiting()
 	}

@@ -16,6 +16,7 @@ import (
 	"unicode"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/internal/backendurl"
@@ -110,6 +111,14 @@ See 'dlock help COMMAND' for each command.`,
 		newStressWorkerCmd(e),
 	)
 	return root
+}
+
+// stderrTerminal reports whether stderr is a terminal: a person is
+// watching, so progress and waits may be shown (not to cron, which mails
+// whatever a job prints).
+func (e *env) stderrTerminal() bool {
+	f, ok := e.stderr.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // exitError carries the exit status a command chose. A nil err means the

@@ -57,6 +57,32 @@ func (s *store) assertFree(key string) {
 	}
 }
 
+// waiting returns how many wait for key, as `status --json` counts them.
+func (s *store) waiting(key string) int {
+	s.t.Helper()
+	out, _ := s.mustDlock(0, "status", "--json", key)
+	var st struct {
+		Waiting *int `json:"waiting"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Waiting == nil {
+		s.t.Fatalf("status --json without a waiting count (%v):\n%s", err, out)
+	}
+	return *st.Waiting
+}
+
+// awaitWaiting returns once n wait for key (file backend, Linux: waiters
+// queue); a minute bounds a broken run.
+func (s *store) awaitWaiting(key string, n int) {
+	s.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for s.waiting(key) != n {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("never %d waiting for %q", n, key)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // inspect returns key's lease as `status --json` reports it, nil if free.
 func (s *store) inspect(key string) *leaseJSON {
 	s.t.Helper()
@@ -702,23 +728,7 @@ func TestStatusCountsWaiting(t *testing.T) {
 		code, out, errOut := s.dlock("acquire", "--ttl", "1m", "--wait", "1m", "-q", "job")
 		got <- result{code, strings.TrimSpace(out), errOut}
 	}()
-	waiting := func() int {
-		out, _ := s.mustDlock(0, "status", "--json", "job")
-		var st struct {
-			Waiting *int `json:"waiting"`
-		}
-		if err := json.Unmarshal([]byte(out), &st); err != nil || st.Waiting == nil {
-			t.Fatalf("status --json without a waiting count (%v):\n%s", err, out)
-		}
-		return *st.Waiting
-	}
-	deadline := time.Now().Add(time.Minute) // bounds a broken run
-	for waiting() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the waiting acquire was never counted")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	s.awaitWaiting("job", 1)
 	if out, _ := s.mustDlock(0, "status", "job"); !regexp.MustCompile(`waiting:\s+1\n`).MatchString(out) {
 		t.Errorf("status of a key with one waiter:\n%s", out)
 	}
@@ -727,7 +737,7 @@ func TestStatusCountsWaiting(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("waiting acquire: exit %d: %s", r.code, r.errOut)
 	}
-	if n := waiting(); n != 0 {
+	if n := s.waiting("job"); n != 0 {
 		t.Errorf("waiting after the waiter got the key = %d, want 0", n)
 	}
 	s.mustDlock(0, "release", "job", r.token)

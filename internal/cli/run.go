@@ -50,7 +50,9 @@ releases it the moment COMMAND exits. The lock is refreshed every third of
 within --ttl. Put COMMAND after "--" so its flags are not read as dlock's.
 
 If KEY is held by someone else, run waits up to --wait, then exits 75 (or
---conflict-exit-code) with one line on stderr naming the holder.
+--conflict-exit-code) with one line on stderr naming the holder. When it
+starts to wait and stderr is a terminal, it says whom it waits for (not
+under cron, which would mail the line).
 
 If the lock is lost while COMMAND runs (a refresh finds it gone or broken,
 the store stays unreachable past the lease, or --max-hold passes), COMMAND

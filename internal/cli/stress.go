@@ -12,7 +12,6 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/internal/stress"
@@ -322,11 +321,8 @@ func (e *env) progressBar(mode string, n int, what string) *progressbar.Progress
 	if mode == "never" || e.quiet || e.json {
 		return nil
 	}
-	if mode == "auto" {
-		f, ok := e.stderr.(*os.File)
-		if !ok || !term.IsTerminal(int(f.Fd())) {
-			return nil
-		}
+	if mode == "auto" && !e.stderrTerminal() {
+		return nil
 	}
 	return progressbar.NewOptions(n,
 		progressbar.OptionSetWriter(e.stderr),
