@@ -449,6 +449,24 @@ func (b *Backend) replicated(r reply) error {
 	return fmt.Errorf("%w: acknowledged by %d of %d replicas within %v", dlock.ErrUnavailable, r.acked, w.replicas, w.timeout)
 }
 
+// RaiseFence makes the fence counter of key at least floor, so that the
+// key's next grant carries a higher fence. It is for backends built on
+// several Redis masters (package redlock), whose grant carries the highest
+// fence of the masters that granted it: raising the others to it keeps
+// the next grant's fence above it, since any two majorities share a
+// master.
+func (b *Backend) RaiseFence(ctx context.Context, key string, floor uint64) error {
+	n := b.names(key)
+	r, err := b.script(ctx, scriptCall{script: raiseFenceScript, keys: []string{n.fence}, args: []any{floor}, durable: true}, nil)
+	switch {
+	case err != nil:
+		return b.fail(ctx, "raise fence", key, err)
+	case r.state != stateNumber || r.n < 0 || uint64(r.n) < floor:
+		return fmt.Errorf("redislock: raise fence %q: %w: counter %d after raising it to %d", key, dlock.ErrCorrupt, r.n, floor)
+	}
+	return b.replicated(r)
+}
+
 // Release implements [dlock.Backend].
 func (b *Backend) Release(ctx context.Context, key, token string) error {
 	n := b.names(key)

@@ -239,6 +239,17 @@ if ttl < before then redis.call('PUBLISH', ARGV[3], '') end
 return 1
 `)
 
+// raiseFenceScript: KEYS fence; ARGV floor. Sets the counter to floor if
+// it is lower and returns the counter (see Backend.RaiseFence).
+var raiseFenceScript = redis.NewScript(`
+local c = tonumber(redis.call('GET', KEYS[1]) or '0')
+if c < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return tonumber(ARGV[1])
+end
+return c
+`)
+
 // releaseScript: KEYS lock, meta, void, and with FIFO queue, qexp; ARGV
 // token, channel, and with FIFO the lock id and the grace ms. A token that
 // does not hold the key is marked void. The release is published to wake

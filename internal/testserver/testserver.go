@@ -59,6 +59,10 @@ type Process struct {
 	output strings.Builder
 }
 
+// Signal sends sig to the server (SIGSTOP to make it hang, SIGCONT to
+// let it go on).
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Start runs the program with args(port) on a free port and waits until it
 // accepts TCP connections on it, retrying a few times with a new port if the
 // server exits (the port may have been taken in between). The server is

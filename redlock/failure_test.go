@@ -1,0 +1,239 @@
+package redlock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/redlock"
+)
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// within bounds how long a failing call may take: generous, since the
+// point is that it returns (no hang), not how fast.
+const within = 10 * time.Second
+
+// One master of three down: a quorum is left, and locks work as before,
+// fences still growing; a second one down: every operation fails with
+// ErrUnavailable, within the caller's deadline, and the lock is lost.
+func TestMinorityDown(t *testing.T) {
+	servers, clients := masters(t, 3)
+	b := newBackend(t, clients, uniquePrefix())
+	c := dlock.New(b, dlock.WithTTL(time.Minute))
+	ctx := t.Context()
+	first := grant(t, c, "k")
+
+	servers[0].Stop()
+	l, err := c.TryAcquire(ctx, "k")
+	if err != nil {
+		t.Fatalf("TryAcquire with one master of three down: %v", err)
+	}
+	if l.Fence() <= first {
+		t.Errorf("fence %d after %d", l.Fence(), first)
+	}
+	if _, err := c.TryAcquire(ctx, "k"); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Errorf("second TryAcquire with one master down = %v, want ErrNotAcquired", err)
+	}
+	rec, found, err := c.Inspect(ctx, "k")
+	if err != nil || !found || rec.LockID != l.LockID() {
+		t.Errorf("Inspect with one master down = %+v, %v, %v; want the holder", rec, found, err)
+	}
+	if err := l.Refresh(ctx); err != nil {
+		t.Errorf("Refresh with one master down: %v", err)
+	}
+
+	servers[1].Stop()
+	for name, call := range map[string]func(context.Context) error{
+		"refresh":     l.Refresh,
+		"try acquire": func(ctx context.Context) error { _, err := c.TryAcquire(ctx, "other"); return err },
+		"inspect":     func(ctx context.Context) error { _, _, err := c.Inspect(ctx, "k"); return err },
+	} {
+		cctx, cancel := context.WithTimeout(ctx, within)
+		start := time.Now()
+		err := call(cctx)
+		cancel()
+		if !errors.Is(err, dlock.ErrUnavailable) {
+			t.Errorf("%s with two masters of three down = %v, want ErrUnavailable", name, err)
+		}
+		if took := time.Since(start); took > within {
+			t.Errorf("%s took %v", name, took)
+		}
+	}
+	if err := l.Release(ctx); !errors.Is(err, dlock.ErrUnavailable) {
+		t.Errorf("Release with two masters down = %v, want ErrUnavailable", err)
+	}
+}
+
+// A lock held on a minority of masters (as after a failed acquire whose
+// give-back was lost) does not hold the key: Inspect finds it free and an
+// acquire gets a quorum without it.
+func TestMinorityLeaseIsNoLock(t *testing.T) {
+	_, clients := masters(t, 3)
+	prefix := uniquePrefix()
+	b := newBackend(t, clients, prefix)
+	ctx := t.Context()
+	stray, err := dlock.New(b.Nodes()[0], dlock.WithTTL(time.Minute)).TryAcquire(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dlock.New(b, dlock.WithTTL(time.Minute))
+	if _, found, err := c.Inspect(ctx, "k"); err != nil || found {
+		t.Errorf("Inspect of a key held on one master of three = found %v, %v; want free", found, err)
+	}
+	l, err := c.TryAcquire(ctx, "k")
+	if err != nil {
+		t.Fatalf("TryAcquire of a key held on one master of three: %v", err)
+	}
+	if list, err := c.List(ctx, ""); err != nil || len(list) != 1 || list[0].LockID != l.LockID() {
+		t.Errorf("List = %+v, %v; want only the quorum's lease", list, err)
+	}
+	_ = l.Release(ctx)
+	_ = stray.Release(ctx)
+}
+
+// Two clients racing for one key on three masters: exactly one wins
+// however the masters split, and the loser leaves nothing behind.
+func TestRaceLeavesNoStrayGrant(t *testing.T) {
+	_, clients := masters(t, 3)
+	prefix := uniquePrefix()
+	nodes := newBackend(t, clients, prefix)
+	ctx := t.Context()
+	for round := range 50 {
+		key := fmt.Sprint("race-", round)
+		type result struct {
+			lock *dlock.Lock
+			err  error
+		}
+		results := make(chan result, 2)
+		for range 2 {
+			b := newBackend(t, clients, prefix)
+			go func() {
+				l, err := dlock.New(b, dlock.WithTTL(time.Minute)).TryAcquire(ctx, key)
+				results <- result{l, err}
+			}()
+		}
+		var winners []*dlock.Lock
+		for range 2 {
+			switch r := <-results; {
+			case r.err == nil:
+				winners = append(winners, r.lock)
+			case !errors.Is(r.err, dlock.ErrNotAcquired):
+				t.Fatalf("round %d: %v", round, r.err)
+			}
+		}
+		if len(winners) != 1 {
+			t.Fatalf("round %d: %d winners, want 1", round, len(winners))
+		}
+		// The loser gave back what it got: every master that holds the
+		// key holds it for the winner.
+		for i, n := range nodes.Nodes() {
+			rec, found, err := n.Inspect(ctx, key)
+			if err != nil || (found && rec.LockID != winners[0].LockID()) {
+				t.Fatalf("round %d: master %d holds %+v (found %v, %v), want the winner %s or nothing", round, i, rec, found, err, winners[0].LockID())
+			}
+		}
+	}
+}
+
+// A master that hangs (SIGSTOP) costs each operation at most the master
+// timeout: the other two answer, and the lock works.
+func TestHungMaster(t *testing.T) {
+	servers, clients := masters(t, 3)
+	b, err := redlock.New(clients, redlock.WithPrefix(uniquePrefix()), redlock.WithMasterTimeout(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	if err := servers[2].Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = servers[2].Signal(syscall.SIGCONT) })
+	c := dlock.New(b, dlock.WithTTL(time.Minute))
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	l, err := c.TryAcquire(ctx, "k")
+	if err != nil {
+		t.Fatalf("TryAcquire with a hung master: %v", err)
+	}
+	if _, err := c.TryAcquire(ctx, "k"); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Errorf("second TryAcquire = %v, want ErrNotAcquired", err)
+	}
+	if err := l.Refresh(ctx); err != nil {
+		t.Errorf("Refresh with a hung master: %v", err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Errorf("Release with a hung master: %v", err)
+	}
+	if ctx.Err() != nil {
+		t.Errorf("the calls ran into the test's own bound of %v", within)
+	}
+}
+
+// Masters restarted without persistence forget their leases. One of three
+// is not enough to free a held key; two are: another client then gets it
+// and the holder's refresh fails with ErrNotHeld. (This is why Redlock's
+// author asks for masters that restart no sooner than the longest TTL, or
+// with AOF fsync always.)
+func TestRestartedMastersForget(t *testing.T) {
+	servers, clients := masters(t, 3)
+	prefix := uniquePrefix()
+	holder, err := dlock.New(newBackend(t, clients, prefix), dlock.WithTTL(time.Minute)).TryAcquire(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := dlock.New(newBackend(t, clients, prefix), dlock.WithTTL(time.Minute))
+	servers[0].Restart(t)
+	if _, err := other.TryAcquire(t.Context(), "k"); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("TryAcquire after one master of three restarted = %v, want ErrNotAcquired", err)
+	}
+	if err := holder.Refresh(t.Context()); err != nil {
+		t.Fatalf("holder's Refresh after one restart: %v", err)
+	}
+	servers[1].Restart(t)
+	taken, err := other.TryAcquire(t.Context(), "k")
+	if err != nil {
+		t.Fatalf("TryAcquire after two masters of three restarted: %v", err)
+	}
+	if err := holder.Refresh(t.Context()); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Errorf("old holder's Refresh = %v, want ErrNotHeld", err)
+	}
+	if err := taken.Release(t.Context()); err != nil {
+		t.Error(err)
+	}
+}
+
+// A grant's fence is the highest its quorum counted, and the masters that
+// counted less are raised to it: a later quorum without the master that
+// counted most still counts higher.
+func TestFenceGrowsAcrossQuorums(t *testing.T) {
+	servers, clients := masters(t, 3)
+	b := newBackend(t, clients, uniquePrefix())
+	ahead := dlock.New(b.Nodes()[0])
+	for range 5 { // master 0 counts ahead of the others
+		grant(t, ahead, "k")
+	}
+	c := dlock.New(b, dlock.WithTTL(time.Minute))
+	first := grant(t, c, "k")
+	servers[0].Stop()
+	if second := grant(t, c, "k"); second <= first {
+		t.Errorf("fence %d from masters 2 and 3 after %d: the masters behind were not raised", second, first)
+	}
+}
+
+// grant takes key through c and gives it back, returning the grant's fence.
+func grant(t *testing.T, c *dlock.Client, key string) uint64 {
+	t.Helper()
+	l, err := c.TryAcquire(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return l.Fence()
+}

@@ -1,0 +1,547 @@
+// Package redlock is a dlock backend that runs the Redlock algorithm over
+// several independent Redis masters: a lock is held while a majority of
+// them (the quorum) hold it. It survives the loss of a minority of the
+// masters, which a single Redis, even with replicas, does not: Redis
+// replicates asynchronously, so a failover may lose a grant.
+//
+// Each master is driven by a [redislock.Backend] (same keys, scripts and
+// pub/sub wake-ups as the Redis backend), and every operation goes to all
+// masters at once:
+//
+//   - Acquire is granted when a quorum granted it. Otherwise the masters
+//     that granted it, or did not answer, release it at once, and the
+//     caller is told of the holder most of the refusing masters named. The
+//     core measures the lease's validity from before the first request was
+//     sent, so the time the round took is already deducted, as Redlock
+//     requires.
+//   - Refresh, Keep and Release succeed when a quorum did; the lock is not
+//     held (an error wrapping [dlock.ErrNotHeld]) when more masters than
+//     the quorum allows say so; otherwise the answer is
+//     [dlock.ErrUnavailable].
+//   - Inspect and List show a lease held by a quorum.
+//   - Break and Cleanup run on every master.
+//   - Waiters subscribe to every master and are woken by a release on any.
+//
+// Fences: a grant's fence is the highest its quorum counted, and before the
+// grant returns, the masters of the quorum that counted less are raised to
+// it (one more round trip, only when they disagree; if a raise fails the
+// grant fails). Any later quorum shares a master with this one, so its
+// fence is higher, as long as the masters keep their counters: a master
+// restarted without persistence (AOF with appendfsync always) counts from
+// zero, and then the fence, like the lock itself, holds only if no later
+// quorum meets this one on that master alone. Use etcdlock when the fence
+// must be sound whatever restarts.
+//
+// A master that does not answer costs each operation up to its client's
+// timeouts: give the go-redis clients short ones (DialTimeout, ReadTimeout
+// and WriteTimeout well below the TTL), as Redlock advises, and use an odd
+// number of masters, at least three.
+package redlock
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/redislock"
+)
+
+// Backend keeps locks on a quorum of Redis masters. It is safe for
+// concurrent use. Call Close when done with it.
+type Backend struct {
+	nodes   []*redislock.Backend
+	quorum  int
+	timeout time.Duration // bounds each call to one master
+}
+
+var (
+	_ dlock.Backend  = (*Backend)(nil)
+	_ dlock.Lister   = (*Backend)(nil)
+	_ dlock.Cleaner  = (*Backend)(nil)
+	_ dlock.Breaker  = (*Backend)(nil)
+	_ dlock.Notifier = (*Backend)(nil)
+	_ dlock.Keeper   = (*Backend)(nil)
+)
+
+// Option configures a [Backend].
+type Option func(*options)
+
+type options struct {
+	node    []redislock.Option
+	timeout time.Duration
+	errs    []error
+}
+
+// DefaultMasterTimeout bounds each call to one master unless
+// [WithMasterTimeout] says otherwise.
+const DefaultMasterTimeout = time.Second
+
+// WithMasterTimeout bounds each call to one master (default
+// [DefaultMasterTimeout]), so that a master that hangs (a stopped process,
+// a lost network) costs an operation at most d, whatever the caller's
+// deadline: the others answer meanwhile. Keep it well below the TTL: an
+// acquire that takes longer than the TTL fails. A value that is not
+// positive makes [New] fail with [dlock.ErrInvalidOption].
+func WithMasterTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d <= 0 {
+			o.errs = append(o.errs, fmt.Errorf("master timeout %v is not positive", d))
+		}
+		o.timeout = d
+	}
+}
+
+// WithPrefix sets the text put in front of every key on every master
+// (default [redislock.DefaultPrefix]); see [redislock.WithPrefix].
+func WithPrefix(prefix string) Option {
+	return func(o *options) { o.node = append(o.node, redislock.WithPrefix(prefix)) }
+}
+
+// New returns a backend over the masters clients, one go-redis client each
+// (a *redis.Client to each master; not a Cluster client, whose nodes are
+// not independent). The caller keeps ownership of the clients. A lock is
+// held on more than half of them. New fails with an error wrapping
+// [dlock.ErrInvalidOption] if clients is empty or holds nil or the same
+// client twice.
+func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
+	if len(clients) == 0 {
+		return nil, fmt.Errorf("redlock: %w: no Redis masters", dlock.ErrInvalidOption)
+	}
+	o := options{timeout: DefaultMasterTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := errors.Join(o.errs...); err != nil {
+		return nil, fmt.Errorf("redlock: %w: %w", dlock.ErrInvalidOption, err)
+	}
+	b := &Backend{quorum: len(clients)/2 + 1, timeout: o.timeout}
+	for i, c := range clients {
+		if c == nil || slices.Index(clients, c) != i {
+			b.Close()
+			return nil, fmt.Errorf("redlock: %w: master %d is nil or given twice", dlock.ErrInvalidOption, i+1)
+		}
+		n, err := redislock.New(c, o.node...)
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("redlock: %w", err)
+		}
+		b.nodes = append(b.nodes, n)
+	}
+	return b, nil
+}
+
+// Close stops every master's pub/sub connection. The go-redis clients
+// stay open.
+func (b *Backend) Close() error {
+	var errs []error
+	for _, n := range b.nodes {
+		errs = append(errs, n.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Quorum returns how many masters must agree: more than half of them.
+func (b *Backend) Quorum() int { return b.quorum }
+
+// Nodes returns the backends of the masters, in the order of New's clients.
+func (b *Backend) Nodes() []*redislock.Backend { return slices.Clone(b.nodes) }
+
+// name names master i in errors: its address where the client has one.
+func (b *Backend) name(i int) string {
+	if c, ok := b.nodes[i].Client().(*redis.Client); ok {
+		return c.Options().Addr
+	}
+	return strconv.Itoa(i + 1)
+}
+
+// tolerated is how many masters may fail while a quorum still answers.
+func (b *Backend) tolerated() int { return len(b.nodes) - b.quorum }
+
+// answer is one master's answer to one call.
+type answer[T any] struct {
+	v   T
+	err error
+}
+
+// each calls fn on every master at once, each call bounded by the master
+// timeout, and returns their answers in the masters' order.
+func each[T any](ctx context.Context, b *Backend, fn func(context.Context, *redislock.Backend) (T, error)) []answer[T] {
+	out := make([]answer[T], len(b.nodes))
+	var wg sync.WaitGroup
+	for i, n := range b.nodes {
+		wg.Go(func() {
+			mctx, cancel := context.WithTimeout(ctx, b.timeout)
+			defer cancel()
+			v, err := fn(mctx, n)
+			if err != nil && ctx.Err() == nil && mctx.Err() != nil {
+				// The master timeout, not the caller's deadline: say so,
+				// and keep it from reading as the caller's context error.
+				err = fmt.Errorf("%w: master %s: no answer within %v (%v)", dlock.ErrUnavailable, b.name(i), b.timeout, err)
+			} else if err != nil {
+				err = fmt.Errorf("master %s: %w", b.name(i), err)
+			}
+			out[i] = answer[T]{v, err}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// granted is a master's answer to an acquire.
+type granted struct {
+	rec dlock.Record
+	ok  bool
+}
+
+// Acquire implements [dlock.Backend]: granted when a quorum of masters
+// granted it, in less than the TTL.
+func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
+	start := time.Now()
+	as := each(ctx, b, func(ctx context.Context, n *redislock.Backend) (granted, error) {
+		rec, ok, err := n.Acquire(ctx, req)
+		return granted{rec, ok}, err
+	})
+	var grants, refusals []dlock.Record
+	var errs []error
+	for _, a := range as {
+		switch {
+		case a.err != nil:
+			errs = append(errs, a.err)
+		case a.v.ok:
+			grants = append(grants, a.v.rec)
+		default:
+			refusals = append(refusals, a.v.rec)
+		}
+	}
+	if len(grants) >= b.quorum {
+		err := b.raiseFences(ctx, req.Key, as)
+		if took := time.Since(start); err == nil && took < req.TTL {
+			return merge(grants), true, nil
+		} else if err == nil {
+			err = fmt.Errorf("%w: the quorum took %v, longer than the TTL %v", dlock.ErrUnavailable, took, req.TTL)
+		}
+		b.giveBack(ctx, req.Key, req.Token, as)
+		return dlock.Record{}, false, b.fail("acquire", req.Key, err)
+	}
+	// Not granted: give back what landed, or may have (a master that did
+	// not answer may have granted after all).
+	if len(refusals) < len(b.nodes) {
+		b.giveBack(ctx, req.Key, req.Token, as)
+	}
+	if len(errs) > b.tolerated() || len(refusals) == 0 {
+		return dlock.Record{}, false, b.fail("acquire", req.Key, errors.Join(errs...))
+	}
+	return mostNamed(refusals), false, nil
+}
+
+// raiseFences raises the fence counter of every master that granted with
+// a lower fence than the grant's (the highest), so that any later quorum,
+// which shares a master with this one, counts higher. A failure fails the
+// grant, whose fence could otherwise be repeated.
+func (b *Backend) raiseFences(ctx context.Context, key string, as []answer[granted]) error {
+	var top, low uint64 = 0, 1<<64 - 1
+	for _, a := range as {
+		if a.err == nil && a.v.ok {
+			top, low = max(top, a.v.rec.Fence), min(low, a.v.rec.Fence)
+		}
+	}
+	if low == top {
+		return nil // the usual case: the masters agree
+	}
+	raised := each(ctx, b, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
+		i := slices.Index(b.nodes, n)
+		if a := as[i]; a.err != nil || !a.v.ok || a.v.rec.Fence == top {
+			return struct{}{}, nil
+		}
+		return struct{}{}, n.RaiseFence(ctx, key, top)
+	})
+	var errs []error
+	for _, r := range raised {
+		errs = append(errs, r.err)
+	}
+	return errors.Join(errs...)
+}
+
+// giveBack releases token on every master that did not refuse it, on a
+// context of its own (the caller may have given up already), each release
+// bounded by the master timeout.
+func (b *Backend) giveBack(ctx context.Context, key, token string, as []answer[granted]) {
+	ctx = context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
+	for i, a := range as {
+		if a.err == nil && !a.v.ok {
+			continue
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, b.timeout)
+			defer cancel()
+			_ = b.nodes[i].Release(ctx, key, token)
+		})
+	}
+	wg.Wait()
+}
+
+// merge is the record of a lease from the records of the masters that
+// hold it: the one with the highest fence, which is the fence reported.
+func merge(recs []dlock.Record) dlock.Record {
+	return slices.MaxFunc(recs, func(a, c dlock.Record) int { return cmp.Compare(a.Fence, c.Fence) })
+}
+
+// mostNamed is the lease most of recs name (by lock id; the first named
+// wins a tie), merged.
+func mostNamed(recs []dlock.Record) dlock.Record {
+	if len(recs) == 0 {
+		return dlock.Record{}
+	}
+	return merge(quorumOf(recs, 0))
+}
+
+// quorumOf returns the records of the lock id named by the most of recs,
+// if they number at least n; nil otherwise.
+func quorumOf(recs []dlock.Record, n int) []dlock.Record {
+	var best []dlock.Record
+	for _, r := range recs {
+		same := slices.DeleteFunc(slices.Clone(recs), func(o dlock.Record) bool { return o.LockID != r.LockID })
+		if len(same) > len(best) {
+			best = same
+		}
+	}
+	if len(best) < n || len(best) == 0 {
+		return nil
+	}
+	return best
+}
+
+// tally sorts the answers to a refresh, keep or release: nil when a quorum
+// succeeded; else an error wrapping ErrNotHeld when too many masters said
+// the lock is not held for a quorum to hold it, or ErrUnavailable.
+func (b *Backend) tally(errs []error) error {
+	ok, notHeld := 0, 0
+	var other []error
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, dlock.ErrNotHeld):
+			notHeld++
+		default:
+			other = append(other, err)
+		}
+	}
+	switch {
+	case ok >= b.quorum:
+		return nil
+	case notHeld > b.tolerated():
+		return fmt.Errorf("%w on %d of %d masters", dlock.ErrNotHeld, notHeld, len(b.nodes))
+	}
+	return fmt.Errorf("%w: %d of %d masters answered yes, %d need to: %w", dlock.ErrUnavailable, ok, len(b.nodes), b.quorum, errors.Join(other...))
+}
+
+// Refresh implements [dlock.Backend].
+func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Duration) (dlock.Record, error) {
+	as := each(ctx, b, func(ctx context.Context, n *redislock.Backend) (dlock.Record, error) {
+		return n.Refresh(ctx, key, token, ttl)
+	})
+	var recs []dlock.Record
+	errs := make([]error, len(as))
+	for i, a := range as {
+		if errs[i] = a.err; a.err == nil {
+			recs = append(recs, a.v)
+		}
+	}
+	if err := b.tally(errs); err != nil {
+		return dlock.Record{}, b.fail("refresh", key, err)
+	}
+	return merge(recs), nil
+}
+
+// Keep implements [dlock.Keeper].
+func (b *Backend) Keep(ctx context.Context, key, token string, ttl time.Duration) error {
+	return b.onAll(ctx, "keep", key, func(ctx context.Context, n *redislock.Backend) error {
+		return n.Keep(ctx, key, token, ttl)
+	})
+}
+
+// Release implements [dlock.Backend]: on every master; it fails when a
+// quorum did not hold the lock.
+func (b *Backend) Release(ctx context.Context, key, token string) error {
+	return b.onAll(ctx, "release", key, func(ctx context.Context, n *redislock.Backend) error {
+		return n.Release(ctx, key, token)
+	})
+}
+
+func (b *Backend) onAll(ctx context.Context, op, key string, fn func(context.Context, *redislock.Backend) error) error {
+	as := each(ctx, b, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
+		return struct{}{}, fn(ctx, n)
+	})
+	errs := make([]error, len(as))
+	for i, a := range as {
+		errs[i] = a.err
+	}
+	if err := b.tally(errs); err != nil {
+		return b.fail(op, key, err)
+	}
+	return nil
+}
+
+// foundOn calls fn (an inspect or a break) on every master and returns
+// the records they found and the errors of those that failed.
+func (b *Backend) foundOn(ctx context.Context, fn func(context.Context, *redislock.Backend) (dlock.Record, bool, error)) (recs []dlock.Record, errs []error) {
+	type found struct {
+		rec dlock.Record
+		ok  bool
+	}
+	as := each(ctx, b, func(ctx context.Context, n *redislock.Backend) (found, error) {
+		rec, ok, err := fn(ctx, n)
+		return found{rec, ok}, err
+	})
+	for _, a := range as {
+		switch {
+		case a.err != nil:
+			errs = append(errs, a.err)
+		case a.v.ok:
+			recs = append(recs, a.v.rec)
+		}
+	}
+	return recs, errs
+}
+
+// Inspect implements [dlock.Backend]: the lease a quorum of masters hold.
+func (b *Backend) Inspect(ctx context.Context, key string) (dlock.Record, bool, error) {
+	recs, errs := b.foundOn(ctx, func(ctx context.Context, n *redislock.Backend) (dlock.Record, bool, error) {
+		return n.Inspect(ctx, key)
+	})
+	if held := quorumOf(recs, b.quorum); held != nil {
+		return merge(held), true, nil
+	}
+	// Not held by a quorum that answered; the silent masters could make
+	// one with the most named lease.
+	if len(errs) > 0 && len(quorumOf(recs, 0))+len(errs) >= b.quorum {
+		return dlock.Record{}, false, b.fail("inspect", key, errors.Join(errs...))
+	}
+	return dlock.Record{}, false, nil
+}
+
+// List implements [dlock.Lister]: the leases a quorum of masters hold. A
+// master that does not answer fails it, since a lease it holds with one
+// other would go unlisted.
+func (b *Backend) List(ctx context.Context, prefix string) ([]dlock.Record, error) {
+	as := each(ctx, b, func(ctx context.Context, n *redislock.Backend) ([]dlock.Record, error) {
+		return n.List(ctx, prefix)
+	})
+	byKey := make(map[string][]dlock.Record)
+	for _, a := range as {
+		if a.err != nil {
+			return nil, b.fail("list", prefix, a.err)
+		}
+		for _, r := range a.v {
+			byKey[r.Key] = append(byKey[r.Key], r)
+		}
+	}
+	var out []dlock.Record
+	for _, recs := range byKey {
+		if held := quorumOf(recs, b.quorum); held != nil {
+			out = append(out, merge(held))
+		}
+	}
+	slices.SortFunc(out, func(a, c dlock.Record) int { return cmp.Compare(a.Key, c.Key) })
+	return out, nil
+}
+
+// Cleanup implements [dlock.Cleaner]: on every master. It returns the most
+// records one master removed, since a lease has a record on each.
+func (b *Backend) Cleanup(ctx context.Context) (int, error) {
+	as := each(ctx, b, func(ctx context.Context, n *redislock.Backend) (int, error) { return n.Cleanup(ctx) })
+	most := 0
+	var errs []error
+	for _, a := range as {
+		if a.err != nil {
+			errs = append(errs, a.err)
+		}
+		most = max(most, a.v)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return most, b.fail("cleanup", "", err)
+	}
+	return most, nil
+}
+
+// Break implements [dlock.Breaker]: on every master. The key is free once
+// no quorum holds it, so up to the masters the quorum tolerates may fail.
+func (b *Backend) Break(ctx context.Context, key string) (dlock.Record, bool, error) {
+	recs, errs := b.foundOn(ctx, func(ctx context.Context, n *redislock.Backend) (dlock.Record, bool, error) {
+		return n.Break(ctx, key)
+	})
+	if len(errs) > b.tolerated() {
+		return dlock.Record{}, false, b.fail("break", key, errors.Join(errs...))
+	}
+	if len(recs) == 0 {
+		return dlock.Record{}, false, nil
+	}
+	return mostNamed(recs), true, nil
+}
+
+// Subscribe implements [dlock.Notifier]: a release, break or cleanup on
+// any master wakes the waiter. It fails when fewer than a quorum of
+// masters can be watched.
+func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, func(), error) {
+	type sub struct {
+		ch     <-chan struct{}
+		cancel func()
+	}
+	// The master timeout bounds the wait for a master to confirm; the
+	// subscription itself lasts until cancel.
+	as := each(ctx, b, func(ctx context.Context, n *redislock.Backend) (sub, error) {
+		ch, cancel, err := n.Subscribe(ctx, key)
+		return sub{ch, cancel}, err
+	})
+	out := make(chan struct{}, 1)
+	stop := make(chan struct{})
+	var cancels []func()
+	var errs []error
+	for _, a := range as {
+		if a.err != nil {
+			errs = append(errs, a.err)
+			continue
+		}
+		cancels = append(cancels, a.v.cancel)
+		go func() {
+			for {
+				select {
+				case <-a.v.ch:
+					select {
+					case out <- struct{}{}:
+					default:
+					}
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+	cancel := sync.OnceFunc(func() {
+		close(stop)
+		for _, c := range cancels {
+			c()
+		}
+	})
+	if len(errs) > b.tolerated() {
+		cancel()
+		return nil, nil, b.fail("subscribe", key, errors.Join(errs...))
+	}
+	return out, cancel, nil
+}
+
+// fail wraps err with the operation and key, keeping what errors.Is tests
+// (the masters' errors, joined).
+func (b *Backend) fail(op, key string, err error) error {
+	return fmt.Errorf("redlock: %s %q: %w", op, key, err)
+}

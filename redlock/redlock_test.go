@@ -1,0 +1,75 @@
+package redlock_test
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/dlocktest"
+	"github.com/dlock-dev/dlock/internal/testserver"
+	"github.com/dlock-dev/dlock/redlock"
+)
+
+// masters starts n redis-servers for one test and returns them with a
+// client on each (short timeouts, as the package doc advises), closed when
+// t ends.
+func masters(t testing.TB, n int) ([]*testserver.Redis, []redis.UniversalClient) {
+	t.Helper()
+	servers := make([]*testserver.Redis, n)
+	clients := make([]redis.UniversalClient, n)
+	for i := range n {
+		servers[i] = testserver.StartRedis(t)
+		c := redis.NewClient(&redis.Options{
+			Addr: servers[i].Addr, ContextTimeoutEnabled: true,
+			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+			MaxRetries: -1,
+		})
+		t.Cleanup(func() { _ = c.Close() })
+		clients[i] = c
+	}
+	return servers, clients
+}
+
+// uniquePrefix returns a key prefix no other test uses.
+func uniquePrefix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "t" + hex.EncodeToString(b[:]) + ":"
+}
+
+// newBackend returns a backend on clients with a prefix of its own, closed
+// when t ends.
+func newBackend(t testing.TB, clients []redis.UniversalClient, prefix string) *redlock.Backend {
+	t.Helper()
+	b, err := redlock.New(clients, redlock.WithPrefix(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// TestConformance runs the whole suite on three real masters.
+func TestConformance(t *testing.T) {
+	_, clients := masters(t, 3)
+	dlocktest.Run(t, func(t *testing.T) dlock.Backend {
+		return newBackend(t, clients, uniquePrefix())
+	})
+}
+
+func TestNewRejectsBadMasters(t *testing.T) {
+	_, clients := masters(t, 1)
+	for name, cs := range map[string][]redis.UniversalClient{
+		"none":  nil,
+		"nil":   {clients[0], nil},
+		"twice": {clients[0], clients[0]},
+	} {
+		if _, err := redlock.New(cs); !errorsIs(err, dlock.ErrInvalidOption) {
+			t.Errorf("New with %s: %v, want ErrInvalidOption", name, err)
+		}
+	}
+}
