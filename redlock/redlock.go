@@ -171,26 +171,31 @@ type answer[T any] struct {
 	err error
 }
 
-// each calls fn on every master at once, each call bounded by the master
-// timeout, and returns their answers in the masters' order.
+// each calls fn on every master at once, the calls bounded by the master
+// timeout (one timer for all: they start together), and returns their
+// answers in the masters' order.
 func each[T any](ctx context.Context, b *Backend, fn func(context.Context, *redislock.Backend) (T, error)) []answer[T] {
 	out := make([]answer[T], len(b.nodes))
-	var wg sync.WaitGroup
-	for i, n := range b.nodes {
-		wg.Go(func() {
-			mctx, cancel := context.WithTimeout(ctx, b.timeout)
-			defer cancel()
-			v, err := fn(mctx, n)
-			if err != nil && ctx.Err() == nil && mctx.Err() != nil {
-				// The master timeout, not the caller's deadline: say so,
-				// and keep it from reading as the caller's context error.
-				err = fmt.Errorf("%w: master %s: no answer within %v (%v)", dlock.ErrUnavailable, b.name(i), b.timeout, err)
-			} else if err != nil {
-				err = fmt.Errorf("master %s: %w", b.name(i), err)
-			}
-			out[i] = answer[T]{v, err}
-		})
+	mctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	call := func(i int) {
+		v, err := fn(mctx, b.nodes[i])
+		if err != nil && ctx.Err() == nil && mctx.Err() != nil {
+			// The master timeout, not the caller's deadline: say so, and
+			// keep it from reading as the caller's context error.
+			err = fmt.Errorf("%w: master %s: no answer within %v (%v)", dlock.ErrUnavailable, b.name(i), b.timeout, err)
+		} else if err != nil {
+			err = fmt.Errorf("master %s: %w", b.name(i), err)
+		}
+		out[i] = answer[T]{v, err}
 	}
+	// The first master on the caller's goroutine: one goroutine fewer to
+	// start and wake per operation.
+	var wg sync.WaitGroup
+	for i := 1; i < len(b.nodes); i++ {
+		wg.Go(func() { call(i) })
+	}
+	call(0)
 	wg.Wait()
 	return out
 }

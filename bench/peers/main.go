@@ -13,7 +13,9 @@
 // group: dlock's etcdlock and etcd's own client/v3/concurrency Mutex, on
 // a one-member etcd the program starts on free loopback ports with its
 // data on /dev/shm (or on --etcd ENDPOINT, which should be a member
-// nothing else uses, since its requests are counted server-wide).
+// nothing else uses, since its requests are counted server-wide). Redlock
+// group: dlock's redlock and redsync, each over three more redis-servers
+// the program starts (--no-redlock skips them).
 //
 // It is a module of its own so that the peers never become dependencies
 // of dlock; it imports the scenarios from dlock's internal/bench through a
@@ -44,6 +46,7 @@ import (
 	"github.com/dlock-dev/dlock/filelock"
 	"github.com/dlock-dev/dlock/internal/bench"
 	"github.com/dlock-dev/dlock/redislock"
+	"github.com/dlock-dev/dlock/redlock"
 )
 
 func main() {
@@ -64,6 +67,7 @@ type options struct {
 	noFile    bool
 	etcdAddr  string
 	noEtcd    bool
+	noRedlock bool
 	dir       string
 	json      bool
 }
@@ -82,6 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.noFile, "no-file", false, "skip the file group")
 	fs.StringVar(&o.etcdAddr, "etcd", "", "client URL (http://host:port) of a one-member etcd nothing else uses (default: start etcd on free ports)")
 	fs.BoolVar(&o.noEtcd, "no-etcd", false, "skip the etcd group")
+	fs.BoolVar(&o.noRedlock, "no-redlock", false, "skip the Redlock group (three more redis-servers)")
 	fs.StringVar(&o.dir, "dir", os.TempDir(), "directory for the file group's scratch directories")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
@@ -180,6 +185,24 @@ func compare(ctx context.Context, o options, args []string, stdout, stderr io.Wr
 			endpoint = srv.endpoint
 		}
 		g, cleanup, err := etcdGroup(ctx, endpoint, floorTime, &report)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		groups = append(groups, g)
+	}
+
+	if !o.noRedlock {
+		var addrs []string
+		for range 3 {
+			srv, err := startRedis(ctx)
+			if err != nil {
+				return err
+			}
+			defer srv.stop()
+			addrs = append(addrs, srv.addr)
+		}
+		g, cleanup, err := redlockGroup(addrs)
 		if err != nil {
 			return err
 		}
@@ -335,5 +358,38 @@ func redisGroup(ctx context.Context, addr string, floorTime time.Duration, repor
 		fifo,
 		counted(redsyncSubject(rs), rs),
 		counted(bsmSubject(bs), bs),
+	}}, cleanup, nil
+}
+
+// redlockGroup is dlock's redlock and redsync, each over the masters at
+// addrs with go-redis clients of its own. The servers' counters are not
+// read: they would add up three servers' work in columns made for one.
+func redlockGroup(addrs []string) (group, func(), error) {
+	var clients []*redis.Client
+	masters := func() []redis.UniversalClient {
+		var ms []redis.UniversalClient
+		for _, addr := range addrs {
+			c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+			clients = append(clients, c)
+			ms = append(ms, c)
+		}
+		return ms
+	}
+	be, err := redlock.New(masters())
+	cleanup := func() {
+		if be != nil {
+			_ = be.Close()
+		}
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	}
+	if err != nil {
+		cleanup()
+		return group{}, nil, fmt.Errorf("redlock: %w", err)
+	}
+	return group{name: "redlock", subjects: []bench.Subject{
+		bench.Dlock("dlock", be),
+		redsyncSubject(masters()...),
 	}}, cleanup, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	bsm "github.com/bsm/redislock"
 	"github.com/go-redsync/redsync/v4"
+	redsyncredis "github.com/go-redsync/redsync/v4/redis"
 	redsyncgoredis "github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/gofrs/flock"
 	"github.com/redis/go-redis/v9"
@@ -25,16 +26,21 @@ import (
 // its users get, and they decide both its wait times and its store
 // operations per grant.
 
-// redsyncSubject is go-redsync/redsync over one go-redis client (one
-// "pool", so a quorum of one), as its README shows. Expiry is set to the
+// redsyncSubject is go-redsync/redsync over go-redis clients, one "pool"
+// per master (one in the Redis group, so a quorum of one, as its README
+// shows; three in the Redlock group). Expiry is set to the
 // bench TTL (default 8s). Tries is unbounded (default 32) so that a
 // contended waiter waits until the run ends like the others' waiters,
 // instead of failing after 32 attempts; the delay between tries stays the
 // default, random in 50-250ms. A failed attempt also sends redsync's
 // release script (it cleans up a partial quorum), so each poll is two
 // round trips.
-func redsyncSubject(rdb redis.UniversalClient) bench.Subject {
-	rs := redsync.New(redsyncgoredis.NewPool(rdb))
+func redsyncSubject(masters ...redis.UniversalClient) bench.Subject {
+	var pools []redsyncredis.Pool
+	for _, rdb := range masters {
+		pools = append(pools, redsyncgoredis.NewPool(rdb))
+	}
+	rs := redsync.New(pools...)
 	opts := []redsync.Option{redsync.WithExpiry(bench.DefaultTTL), redsync.WithTries(math.MaxInt32)}
 	return bench.Subject{
 		Name:      "redsync",
