@@ -469,10 +469,26 @@ func (b *Backend) RaiseFence(ctx context.Context, key string, floor uint64) erro
 
 // Release implements [dlock.Backend].
 func (b *Backend) Release(ctx context.Context, key, token string) error {
+	return b.release(ctx, key, token, true)
+}
+
+// GiveBack releases a grant as Release does, but publishes nothing, so no
+// waiter wakes: for a grant that nobody waits for, such as the share of a
+// failed Redlock acquire (package redlock) given back while the key's
+// other holder is the one whose release will wake the waiters.
+func (b *Backend) GiveBack(ctx context.Context, key, token string) error {
+	return b.release(ctx, key, token, false)
+}
+
+func (b *Backend) release(ctx context.Context, key, token string, wake bool) error {
 	n := b.names(key)
 	id := dlock.LockID(token)
 	b.queue.forget(id)
-	args := []any{token, n.channel}
+	channel := ""
+	if wake {
+		channel = n.channel
+	}
+	args := []any{token, channel}
 	if b.fifo {
 		args = append(args, id, b.grace.Milliseconds())
 	}

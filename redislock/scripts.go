@@ -251,7 +251,8 @@ return c
 `)
 
 // releaseScript: KEYS lock, meta, void, and with FIFO queue, qexp; ARGV
-// token, channel, and with FIFO the lock id and the grace ms. A token that
+// token, channel ('' publishes nothing: Backend.GiveBack), and with FIFO
+// the lock id and the grace ms. A token that
 // does not hold the key is marked void. The release is published to wake
 // a waiter; with FIFO it also drops the token's ticket (an abandoned
 // acquire may have left one) and names the queue's head if its ticket is
@@ -281,7 +282,7 @@ if fifo then
     if deadline > due then redis.call('ZADD', KEYS[5], 'XX', due, head) end
   end
 end
-redis.call('PUBLISH', ARGV[2], head)
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], head) end
 return 1
 `)
 
