@@ -251,14 +251,14 @@ return c
 `)
 
 // releaseScript: KEYS lock, meta, void, and with FIFO queue, qexp; ARGV
-// token, channel ('' publishes nothing: Backend.GiveBack), and with FIFO
-// the lock id and the grace ms. A token that
-// does not hold the key is marked void. The release is published to wake
-// a waiter; with FIFO it also drops the token's ticket (an abandoned
-// acquire may have left one) and names the queue's head if its ticket is
-// live: the one waiter the key is for, which must come within the grace or
-// lose its place (the others then look again; see notifier.wake). Only a
-// release that freed the key shortens the head's time.
+// token, channel (empty: publish nothing, for Backend.GiveBack), and with
+// FIFO the lock id and the grace ms. A token that does not hold the key is
+// marked void. The release is published to wake a waiter; with FIFO it
+// also drops the token's ticket (an abandoned acquire may have left one)
+// and names the queue's head if its ticket is live: the one waiter the key
+// is for, which must come within the grace or lose its place (the others
+// then look again; see notifier.wake). Only a release that freed the key
+// shortens the head's time.
 var releaseScript = redis.NewScript(`
 local fifo = ARGV[3] and redis.call('EXISTS', KEYS[4]) == 1
 -- A ticket in qexp is always in queue too (join comes before keep).
