@@ -113,7 +113,7 @@ func WithPrefix(prefix string) Option {
 // not independent). The caller keeps ownership of the clients. A lock is
 // held on more than half of them. New fails with an error wrapping
 // [dlock.ErrInvalidOption] if clients is empty or holds nil or the same
-// client twice.
+// client twice, or two *redis.Client of one address.
 func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
 	if len(clients) == 0 {
 		return nil, fmt.Errorf("redlock: %w: no Redis masters", dlock.ErrInvalidOption)
@@ -126,10 +126,20 @@ func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
 		return nil, fmt.Errorf("redlock: %w: %w", dlock.ErrInvalidOption, err)
 	}
 	b := &Backend{quorum: len(clients)/2 + 1, timeout: o.timeout}
+	addrs := make(map[string]bool)
 	for i, c := range clients {
 		if c == nil || slices.Index(clients, c) != i {
 			b.Close()
 			return nil, fmt.Errorf("redlock: %w: master %d is nil or given twice", dlock.ErrInvalidOption, i+1)
+		}
+		// Two clients of one server would give it two votes.
+		if rc, ok := c.(*redis.Client); ok {
+			addr := rc.Options().Addr
+			if addrs[addr] {
+				b.Close()
+				return nil, fmt.Errorf("redlock: %w: master %s given twice", dlock.ErrInvalidOption, addr)
+			}
+			addrs[addr] = true
 		}
 		n, err := redislock.New(c, o.node...)
 		if err != nil {

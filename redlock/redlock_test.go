@@ -62,11 +62,14 @@ func TestConformance(t *testing.T) {
 }
 
 func TestNewRejectsBadMasters(t *testing.T) {
-	_, clients := masters(t, 1)
+	servers, clients := masters(t, 1)
+	sameServer := redis.NewClient(&redis.Options{Addr: servers[0].Addr})
+	t.Cleanup(func() { _ = sameServer.Close() })
 	for name, cs := range map[string][]redis.UniversalClient{
-		"none":  nil,
-		"nil":   {clients[0], nil},
-		"twice": {clients[0], clients[0]},
+		"none":             nil,
+		"nil":              {clients[0], nil},
+		"twice":            {clients[0], clients[0]},
+		"one server twice": {clients[0], sameServer},
 	} {
 		if _, err := redlock.New(cs); !errorsIs(err, dlock.ErrInvalidOption) {
 			t.Errorf("New with %s: %v, want ErrInvalidOption", name, err)

@@ -22,6 +22,8 @@ func FuzzBackendURL(f *testing.F) {
 		"redis://h?replicas=2", "redis://h?replicas=-1", "redis+cluster://a:1?replicas=1",
 		"etcd://127.0.0.1:2379,h2?prefix=p/&timeout=1s", "etcds://h?cacert=/nonexistent", "etcd://h?prefix=",
 		"etcd://h/path", "etcds://h?cert=c", "etcd://h?cacert=x",
+		"redis+redlock://u:sekrit99@a:1,b:2,c:3/4?prefix=p&timeout=1s", "rediss+redlock://a:1",
+		"redis+redlock://a:1,b?timeout=-1", "redis+redlock://a:1/x", "redis+redlock://a:1,a:1",
 	} {
 		f.Add(seed)
 	}

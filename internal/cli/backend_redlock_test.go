@@ -35,10 +35,11 @@ func TestRedlockBackend(t *testing.T) {
 	oneLineContaining(t, stderr, "store unavailable")
 
 	for _, bad := range []string{
-		"redis+redlock://127.0.0.1",                  // no port
-		"redis+redlock://" + addrs[2] + "?fifo=1",    // not a Redlock parameter
-		"redis+redlock://" + addrs[2] + "/x",         // database not a number
-		"redis+redlock://" + addrs[2] + "?timeout=0", // not positive
+		"redis+redlock://127.0.0.1",                    // no port
+		"redis+redlock://" + addrs[2] + "?fifo=1",      // not a Redlock parameter
+		"redis+redlock://" + addrs[2] + "/x",           // database not a number
+		"redis+redlock://" + addrs[2] + "?timeout=0",   // not positive
+		"redis+redlock://" + addrs[2] + "," + addrs[2], // one master twice
 	} {
 		if code, _, stderr := runMain(t, "--backend", bad, "status", "job"); code != ExitUsage {
 			t.Errorf("--backend %s: exit %d, %q; want %d", bad, code, stderr, ExitUsage)
