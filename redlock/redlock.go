@@ -20,7 +20,7 @@
 //     held (an error wrapping [dlock.ErrNotHeld]) when more masters than
 //     the quorum allows say so; otherwise the answer is
 //     [dlock.ErrUnavailable].
-//   - Inspect and List show a lease held by a quorum.
+//   - Inspect, List and Stats show leases held by a quorum.
 //   - Break and Cleanup run on every master.
 //   - Waiters subscribe to every master and are woken by a release on any.
 //
@@ -66,12 +66,13 @@ type Backend struct {
 }
 
 var (
-	_ dlock.Backend  = (*Backend)(nil)
-	_ dlock.Lister   = (*Backend)(nil)
-	_ dlock.Cleaner  = (*Backend)(nil)
-	_ dlock.Breaker  = (*Backend)(nil)
-	_ dlock.Notifier = (*Backend)(nil)
-	_ dlock.Keeper   = (*Backend)(nil)
+	_ dlock.Backend       = (*Backend)(nil)
+	_ dlock.Lister        = (*Backend)(nil)
+	_ dlock.StatsReporter = (*Backend)(nil)
+	_ dlock.Cleaner       = (*Backend)(nil)
+	_ dlock.Breaker       = (*Backend)(nil)
+	_ dlock.Notifier      = (*Backend)(nil)
+	_ dlock.Keeper        = (*Backend)(nil)
 )
 
 // Option configures a [Backend].
@@ -561,6 +562,26 @@ func (b *Backend) List(ctx context.Context, prefix string) ([]dlock.Record, erro
 	}
 	slices.SortFunc(out, func(a, c dlock.Record) int { return cmp.Compare(a.Key, c.Key) })
 	return out, nil
+}
+
+// Stats implements [dlock.StatsReporter]: Active counts the leases a
+// quorum holds (as List shows them), Expired the expired records of the
+// master that has the most (as Cleanup counts what it removes). A master
+// that does not answer fails it, as it fails List.
+func (b *Backend) Stats(ctx context.Context) (dlock.Stats, error) {
+	live, err := b.List(ctx, "")
+	if err != nil {
+		return dlock.Stats{}, err
+	}
+	as := each(ctx, b, func(ctx context.Context, n *redislock.Backend) (dlock.Stats, error) { return n.Stats(ctx) })
+	expired := 0
+	for _, a := range as {
+		if a.err != nil {
+			return dlock.Stats{}, b.fail("stats", "", a.err)
+		}
+		expired = max(expired, a.v.Expired)
+	}
+	return dlock.Stats{Total: len(live) + expired, Active: len(live), Expired: expired}, nil
 }
 
 // Cleanup implements [dlock.Cleaner]: on every master. It returns the most

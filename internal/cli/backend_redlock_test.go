@@ -22,6 +22,9 @@ func TestRedlockBackend(t *testing.T) {
 	token, _ := s.mustDlock(0, "acquire", "--ttl", "1m", "-q", "job")
 	_, stderr := s.mustDlock(ExitConflict, "run", "job", "--", "true")
 	oneLineContaining(t, stderr, `"job" is locked by lock `)
+	if out, _ := s.mustDlock(0, "stats", "--json"); !strings.Contains(out, `"active_locks": 1`) {
+		t.Errorf("stats with one lock held:\n%s", out)
+	}
 
 	servers[0].Stop()
 	if out, _ := s.mustDlock(0, "status", "job"); !strings.Contains(out, "locked:    yes") {
