@@ -34,10 +34,13 @@
 // quorum meets this one on that master alone. Use etcdlock when the fence
 // must be sound whatever restarts.
 //
-// A master that does not answer costs each operation up to its client's
-// timeouts: give the go-redis clients short ones (DialTimeout, ReadTimeout
-// and WriteTimeout well below the TTL), as Redlock advises, and use an odd
-// number of masters, at least three.
+// A master that does not answer costs each operation up to the master
+// timeout ([WithMasterTimeout]). One that is down should cost nothing: give
+// the go-redis clients MaxRetries: -1 and DialerRetries: 1, so that a
+// refused connection fails at once instead of being retried until the
+// master timeout (as the dlock command does), and short DialTimeout,
+// ReadTimeout and WriteTimeout, as Redlock advises. Use an odd number of
+// masters, at least three.
 package redlock
 
 import (

@@ -26,7 +26,7 @@ func masters(t testing.TB, n int) ([]*testserver.Redis, []redis.UniversalClient)
 		c := redis.NewClient(&redis.Options{
 			Addr: servers[i].Addr, ContextTimeoutEnabled: true,
 			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
-			MaxRetries: -1,
+			MaxRetries: -1, DialerRetries: 1,
 		})
 		t.Cleanup(func() { _ = c.Close() })
 		clients[i] = c

@@ -87,7 +87,12 @@ func openRedlock(_ context.Context, u *url.URL) (dlock.Backend, error) {
 	clients := make([]*redis.Client, len(addrs))
 	universal := make([]redis.UniversalClient, len(addrs))
 	for i, addr := range addrs {
-		o := &redis.Options{Addr: addr, Username: user, Password: pass, DB: db, ContextTimeoutEnabled: true}
+		// A master that is down must fail at once, not after retries
+		// that use up the master timeout: the others make the quorum.
+		o := &redis.Options{
+			Addr: addr, Username: user, Password: pass, DB: db, ContextTimeoutEnabled: true,
+			MaxRetries: -1, DialerRetries: 1,
+		}
 		if scheme == "rediss+redlock" {
 			o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
