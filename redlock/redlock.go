@@ -300,15 +300,21 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		if primary < 0 {
 			primary = b.primary(req.Key)
 		}
-		if !as[primary].v.ok || try == splitRetries || sleep(ctx, splitBackoff<<try) != nil {
+		// A holder with a quorum of its own (one that took the key while
+		// the primary was down or lost its data) ends the race: asking
+		// again is pointless, and its release is what wakes the waiters.
+		held := quorumOf(refusals, b.quorum) != nil
+		if held || !as[primary].v.ok || try == splitRetries || sleep(ctx, splitBackoff<<try) != nil {
 			// Not granted: give back what landed, or may have (a master
 			// that did not answer may have granted after all). When the
 			// primary refused us, its holder wakes the waiters when it
-			// wins or gives up, so this give-back wakes nobody: waking
-			// them for it set off a new race after every release.
+			// wins or gives up, and a quorum's holder when it releases, so
+			// this give-back wakes nobody: waking them for it set off a
+			// new race after every release, or for as long as the quorum
+			// was held.
 			if len(refusals) < len(b.nodes) {
 				p := as[primary]
-				b.giveBack(ctx, req.Key, req.Token, as, p.err != nil || p.v.ok)
+				b.giveBack(ctx, req.Key, req.Token, as, !held && (p.err != nil || p.v.ok))
 			}
 			if len(errs) > b.tolerated() || len(refusals) == 0 {
 				return dlock.Record{}, false, b.fail("acquire", req.Key, errors.Join(errs...))

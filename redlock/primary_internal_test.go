@@ -1,0 +1,102 @@
+package redlock
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/internal/bench"
+	"github.com/dlock-dev/dlock/internal/testserver"
+)
+
+// masters starts three redis-servers and returns a backend over them and
+// a plain client on each.
+func masters(t *testing.T) (*Backend, []*redis.Client) {
+	t.Helper()
+	var clients []redis.UniversalClient
+	var direct []*redis.Client
+	for range 3 {
+		c := redis.NewClient(&redis.Options{Addr: testserver.StartRedis(t).Addr, ContextTimeoutEnabled: true})
+		t.Cleanup(func() { _ = c.Close() })
+		clients, direct = append(clients, c), append(direct, c)
+	}
+	b, err := New(clients, WithPrefix("t:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b, direct
+}
+
+// take puts a lease of token on master i alone, as a contender's share.
+func take(t *testing.T, b *Backend, i int, key, token string, ttl time.Duration) dlock.AcquireRequest {
+	t.Helper()
+	req := dlock.AcquireRequest{Key: key, Token: token, LockID: dlock.LockID(token), TTL: ttl}
+	if _, ok, err := b.nodes[i].Acquire(t.Context(), req); err != nil || !ok {
+		t.Fatalf("lease on master %d: granted %v, %v", i, ok, err)
+	}
+	return req
+}
+
+// A split vote: the acquire gets only the key's primary master; the two
+// others are held by two other contenders, one of whose shares lapses
+// 10 ms later. Holding the primary, it asks the others again (for 15 ms
+// and more) and is granted once that share is gone, instead of giving up.
+func TestSplitVoteWonByPrimaryHolder(t *testing.T) {
+	b, _ := masters(t)
+	const key = "k"
+	primary := b.primary(key)
+	others := []int{(primary + 1) % 3, (primary + 2) % 3}
+	take(t, b, others[0], key, "11111111111111111111111111111111", 10*time.Millisecond)
+	take(t, b, others[1], key, "22222222222222222222222222222222", time.Minute)
+	l, err := dlock.New(b, dlock.WithTTL(time.Minute)).TryAcquire(t.Context(), key)
+	if err != nil {
+		t.Fatalf("TryAcquire holding the primary while a rival share lapses: %v", err)
+	}
+	_ = l.Release(t.Context())
+}
+
+// A holder with a quorum that lacks the key's primary master (it took the
+// key while the primary was down or had lost its data): an acquire that
+// gets the primary is refused at once, naming that holder, and gives the
+// primary back without waking anybody (no PUBLISH), since the holder's
+// release will. Waking the waiters for the give-back set them racing again
+// for as long as the holder held the key.
+func TestQuorumWithoutPrimaryWakesNobody(t *testing.T) {
+	ctx := t.Context()
+	b, direct := masters(t)
+	const key, token = "k", "0123456789abcdef0123456789abcdef"
+	primary := b.primary(key)
+	var holder dlock.AcquireRequest
+	for i := range b.nodes {
+		if i != primary {
+			holder = take(t, b, i, key, token, time.Minute)
+		}
+	}
+	publishes := func() int {
+		info, err := direct[primary].Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stats, err := bench.ParseCommandStats(info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(stats["publish"].Calls)
+	}
+	before := publishes()
+	_, err := dlock.New(b, dlock.WithTTL(time.Minute)).TryAcquire(ctx, key)
+	var nae *dlock.NotAcquiredError
+	if !errors.As(err, &nae) || nae.Holder == nil || nae.Holder.LockID != holder.LockID {
+		t.Fatalf("TryAcquire = %v; want refused, naming the quorum's holder %s", err, holder.LockID)
+	}
+	if n := publishes() - before; n != 0 {
+		t.Errorf("the give-back of the primary published %d times, want 0", n)
+	}
+	if _, found, err := b.nodes[primary].Inspect(ctx, key); err != nil || found {
+		t.Errorf("primary after the refusal: found %v, %v; want it given back", found, err)
+	}
+}
