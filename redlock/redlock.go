@@ -165,9 +165,6 @@ func (b *Backend) Close() error {
 	return errors.Join(errs...)
 }
 
-// Quorum returns how many masters must agree: more than half of them.
-func (b *Backend) Quorum() int { return b.quorum }
-
 // Nodes returns the backends of the masters, in the order of New's clients.
 func (b *Backend) Nodes() []*redislock.Backend { return slices.Clone(b.nodes) }
 
@@ -368,11 +365,9 @@ func (b *Backend) raiseFences(ctx context.Context, key string, as []answer[grant
 	if low == top {
 		return nil // the usual case: the masters agree
 	}
-	raised := each(ctx, b, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
-		i := slices.Index(b.nodes, n)
-		if a := as[i]; a.err != nil || !a.v.ok || a.v.rec.Fence == top {
-			return struct{}{}, nil
-		}
+	raised := make([]answer[struct{}], len(b.nodes))
+	behind := func(i int) bool { a := as[i]; return a.err == nil && a.v.ok && a.v.rec.Fence < top }
+	eachOf(ctx, b, raised, behind, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
 		return struct{}{}, n.RaiseFence(ctx, key, top)
 	})
 	var errs []error
@@ -387,23 +382,14 @@ func (b *Backend) raiseFences(ctx context.Context, key string, as []answer[grant
 // bounded by the master timeout; wake=false wakes no waiter
 // (redislock.Backend.GiveBack).
 func (b *Backend) giveBack(ctx context.Context, key, token string, as []answer[granted], wake bool) {
-	ctx = context.WithoutCancel(ctx)
-	var wg sync.WaitGroup
-	for i, a := range as {
-		if a.err == nil && !a.v.ok {
-			continue
-		}
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(ctx, b.timeout)
-			defer cancel()
+	notRefused := func(i int) bool { return as[i].err != nil || as[i].v.ok }
+	eachOf(context.WithoutCancel(ctx), b, make([]answer[struct{}], len(b.nodes)), notRefused,
+		func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
 			if wake {
-				_ = b.nodes[i].Release(ctx, key, token)
-			} else {
-				_ = b.nodes[i].GiveBack(ctx, key, token)
+				return struct{}{}, n.Release(ctx, key, token)
 			}
+			return struct{}{}, n.GiveBack(ctx, key, token)
 		})
-	}
-	wg.Wait()
 }
 
 // merge is the record of a lease from the records of the masters that

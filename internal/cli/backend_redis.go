@@ -123,11 +123,9 @@ func openRedis(_ context.Context, u *url.URL) (dlock.Backend, error) {
 		if master == "" {
 			return nil, fmt.Errorf("%w: no master name; use %s://h1:p1,h2:p2/master[/db]", errBadURL, scheme)
 		}
-		db := 0
-		if dbText != "" {
-			if db, err = strconv.Atoi(dbText); err != nil || db < 0 {
-				return nil, fmt.Errorf("%w: database %q is not a number", errBadURL, dbText)
-			}
+		db, err := redisDB(dbText)
+		if err != nil {
+			return nil, err
 		}
 		o := &redis.FailoverOptions{MasterName: master, SentinelAddrs: addrs, DB: db, ContextTimeoutEnabled: true}
 		o.Username, o.Password = backendurl.User(u)
@@ -161,6 +159,18 @@ func redisAddrs(hosts string) ([]string, error) {
 		addrs = append(addrs, h)
 	}
 	return addrs, nil
+}
+
+// redisDB parses the database number of a URL path ("" is 0).
+func redisDB(text string) (int, error) {
+	if text == "" {
+		return 0, nil
+	}
+	db, err := strconv.Atoi(text)
+	if err != nil || db < 0 {
+		return 0, fmt.Errorf("%w: database %q is not a number", errBadURL, text)
+	}
+	return db, nil
 }
 
 // quietRedis discards go-redis's internal log lines.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -57,11 +56,9 @@ func openRedlock(_ context.Context, u *url.URL) (dlock.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := 0
-	if p := strings.Trim(u.Path, "/"); p != "" {
-		if db, err = strconv.Atoi(p); err != nil || db < 0 {
-			return nil, fmt.Errorf("%w: database %q is not a number", errBadURL, p)
-		}
+	db, err := redisDB(strings.Trim(u.Path, "/"))
+	if err != nil {
+		return nil, err
 	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
