@@ -9,7 +9,8 @@ test: deps check
 	$(GO) test -race -count=1 ./...
 
 # deps installs the servers integration tests start on loopback ports
-# (redis-server, memcached, etcd from Debian) when they are missing.
+# (redis-server, memcached, etcd, PostgreSQL for pglock, from Debian) when
+# they are missing.
 deps:
 	./scripts/install-test-deps
 

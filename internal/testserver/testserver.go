@@ -28,12 +28,18 @@ func Binary(t testing.TB, name string) string {
 	if err == nil {
 		return path
 	}
+	notInstalled(t, name)
+	return ""
+}
+
+// notInstalled skips t, or fails it when CI=true, for a missing server.
+func notInstalled(t testing.TB, name string) {
+	t.Helper()
 	msg := fmt.Sprintf("%s not installed (run `make deps` or ./scripts/install-test-deps)", name)
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
-	return ""
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago. The
@@ -100,9 +106,16 @@ func start(binary string, args func(port int) []string, port int) (*Process, err
 // accept connections: for servers that accept them only once their peers
 // are up too.
 func launch(binary string, args func(port int) []string, port int) (*Process, error) {
+	return launchAs(binary, args, port, nil)
+}
+
+// launchAs is [launch] with the server run as cred's user (nil: ours), for
+// servers that refuse to run as root.
+func launchAs(binary string, args func(port int) []string, port int, cred *syscall.Credential) (*Process, error) {
 	p := &Process{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, args(port)...)
 	p.cmd.SysProcAttr = procAttr()
+	p.cmd.SysProcAttr.Credential = cred
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
