@@ -1,0 +1,95 @@
+// Package pglock is the dlock backend over PostgreSQL, through the pgx
+// connection pool (github.com/jackc/pgx/v5/pgxpool) a Go program that uses
+// PostgreSQL usually has already. Locks then need no other server, and
+// they are as durable as the database: they survive a restart of the
+// server and of every client.
+//
+//	pool, err := pgxpool.New(ctx, "postgres://app@db.internal/app")
+//	b, err := pglock.New(pool)     // pglock.WithTable("dlock_locks")
+//	defer b.Close()                // stops the listening connection; pool stays yours
+//	c := dlock.New(b)
+//
+// # What is stored
+//
+// One row per key in a table ([WithTable], default "dlock_locks") that the
+// backend creates on first use, beside a sequence for fences
+// (dlock_locks_fence) and a table of void tokens (dlock_locks_void, see
+// below). A row holds the key, the SHA-256 of the holder's token (never the
+// token), the lock id, the fence, the times of the grant and of the expiry
+// on the server's clock, and the owner (host, pid, label). A released or
+// broken lease's row is deleted; an expired one stays until an acquire
+// takes the key over or [Backend.Cleanup] removes it.
+//
+// To create the table ahead of time (when the role that locks may not
+// create tables), run [Backend.Setup] once with a role that may. The
+// locking role then needs SELECT, INSERT, UPDATE and DELETE on the two
+// tables and USAGE on the sequence.
+//
+// # Operations
+//
+// Every operation is one SQL statement, so PostgreSQL runs it atomically,
+// and one round trip; pgx prepares each statement once per connection.
+//
+//   - Acquire inserts the row, or takes over the row of an expired lease
+//     (INSERT ... ON CONFLICT DO UPDATE ... WHERE expired). A refused
+//     acquire writes nothing and returns the holder's row. The fence is
+//     drawn from the sequence under a transaction-scoped advisory lock on
+//     the key, so that grants of one key draw their fences in the order
+//     they are granted.
+//   - Refresh moves the expiry if the token holds a live lease.
+//   - Release deletes the row if the token holds a live lease. A release
+//     whose token does not hold the key marks the token void for ten
+//     minutes: an acquire with that token that is still on its way (its
+//     caller gave up on it and released, as dlock does after a timeout)
+//     is refused when it lands, instead of taking a lease nobody holds.
+//   - Break deletes a live lease whatever its token; Cleanup deletes
+//     expired leases and void marks past their time.
+//   - Inspect, List and Stats read the table.
+//
+// # TTLs and clocks
+//
+// Expiry is decided by the server's clock (clock_timestamp()) to the
+// microsecond, and the backend reports times to the caller as durations
+// from the server's now, placed on the caller's clock: no client clock
+// has to agree with the server's. The holder's validity runs on its own
+// monotonic clock from the moment it sent the request, as for every dlock
+// backend.
+//
+// # Fences
+//
+// Fences come from one sequence per table: they grow strictly with every
+// grant of a key, across restarts of the server (a sequence never goes
+// back after a crash; it may skip numbers) and across Cleanup (the
+// sequence is never reset). They can repeat only if the database itself
+// goes back in time: a failover to an asynchronous replica that had not
+// received the last grants, or a restore from a backup. With synchronous
+// replication (synchronous_commit on and a synchronous standby), a
+// failover keeps them growing.
+//
+// # Waiting
+//
+// The backend is a [dlock.Notifier]: a release, a break, a cleanup and a
+// refresh that shortens a lease send a NOTIFY on the channel "dlock:" +
+// table, with the key as payload, and each backend that has waiters keeps
+// one connection of the pool in LISTEN. A notification wakes one waiter
+// of the key in each process, the one that has waited longest, rather
+// than all of them; a waiter that leaves before it looks again hands its
+// wake-up on. When the listening connection fails it reconnects, and once
+// it listens again every waiter looks again, for the releases it missed.
+// Waiters also look again at the holder's expiry. LISTEN needs a session:
+// point the pool at PostgreSQL or at a pooler in session mode (PgBouncer
+// in transaction mode does not deliver notifications; waiters then wake
+// only at the holder's expiry).
+//
+// There is no FIFO queue: when a key is released, one waiter per process
+// looks, and the first to reach the server takes it.
+//
+// # Failures
+//
+// Each operation is bounded by [WithTimeout] (default 5s) unless the
+// caller's deadline is sooner. A server that is down, a connection that
+// breaks and an error the server answers with (a missing privilege, a
+// read-only standby) fail with [dlock.ErrUnavailable]; the caller's own
+// context error is returned as it is. A held lock whose refreshes fail
+// fires its lost signal when its validity ends.
+package pglock

@@ -1,0 +1,254 @@
+package pglock
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/dlock-dev/dlock"
+	"github.com/jackc/pgx/v5"
+)
+
+// listener is a backend's one connection that LISTENs on its channel, and
+// the waiters it wakes. It starts with the first Subscribe and runs until
+// Close, reconnecting when the connection fails; once it listens again it
+// wakes every waiter, for the releases it may have missed.
+//
+// A release wakes one sleeping waiter of the key in this process, the one
+// that has waited longest, not all of them: the others would only be
+// refused. Waiters whose attempt is in flight are woken too, since their
+// attempt may have been refused just before the release. A woken waiter
+// that leaves before it looks again hands its wake-up on.
+type listener struct {
+	b *Backend
+
+	mu        sync.Mutex
+	byKey     map[string][]*sub // in the order they came
+	byID      map[string]*sub   // by waiting lock id
+	listening bool              // LISTEN is in effect on the connection
+	running   bool
+	closed    bool
+	stop      context.CancelFunc
+	done      chan struct{}
+}
+
+type sub struct {
+	key, id    string
+	ch         chan struct{}
+	subscribed bool // else only armed by an Acquire
+	inFlight   bool // an attempt is on its way
+	woken      bool // woken, and has not looked since
+	heard      bool // was listening for it since it last looked
+}
+
+func newListener(b *Backend) *listener {
+	return &listener{b: b, byKey: map[string][]*sub{}, byID: map[string]*sub{}}
+}
+
+// arm is called as a waiting acquire id sends an attempt on key: it
+// starts catching releases from then on, so that the Subscribe that
+// follows a refusal misses none.
+func (l *listener) arm(key, id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.byID[id]
+	if s == nil {
+		s = &sub{key: key, id: id, ch: make(chan struct{}, 1)}
+		l.add(s)
+	}
+	s.inFlight, s.woken, s.heard = true, false, l.listening
+}
+
+// settle records that the attempt of id ended: refused (it now sleeps),
+// or else granted or failed (it leaves, unless subscribed).
+func (l *listener) settle(id string, refused bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.byID[id]
+	if s == nil {
+		return
+	}
+	s.inFlight = false
+	if !refused && !s.subscribed {
+		l.remove(s)
+	}
+}
+
+func (l *listener) add(s *sub) {
+	l.byKey[s.key] = append(l.byKey[s.key], s)
+	if s.id != "" {
+		l.byID[s.id] = s
+	}
+}
+
+// remove drops s; a wake-up it did not act on goes to the next waiter.
+func (l *listener) remove(s *sub) {
+	subs := slices.DeleteFunc(l.byKey[s.key], func(x *sub) bool { return x == s })
+	if len(subs) == 0 {
+		delete(l.byKey, s.key)
+	} else {
+		l.byKey[s.key] = subs
+	}
+	if s.id != "" && l.byID[s.id] == s {
+		delete(l.byID, s.id)
+	}
+	if s.woken {
+		l.wakeNext(s.key)
+	}
+}
+
+func (s *sub) wake() {
+	s.woken = true
+	select {
+	case s.ch <- struct{}{}:
+	default:
+	}
+}
+
+// subscribe returns the channel of the waiter id on key: the one armed
+// for it if its refused attempt was sent while listening, else one that
+// holds a wake-up already (a release may have come between the refusal
+// and now).
+func (l *listener) subscribe(key, id string) (<-chan struct{}, func(), error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, nil, fmt.Errorf("%w: backend closed", dlock.ErrUnavailable)
+	}
+	if !l.running {
+		ctx, stop := context.WithCancel(context.Background())
+		l.running, l.stop, l.done = true, stop, make(chan struct{})
+		go l.run(ctx)
+	}
+	s := l.byID[id]
+	if s == nil || s.key != key || s.subscribed || id == "" {
+		s = &sub{key: key, id: id, ch: make(chan struct{}, 1)}
+		l.add(s)
+	}
+	s.subscribed = true
+	if !s.heard {
+		s.wake()
+	}
+	cancel := func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.remove(s)
+	}
+	return s.ch, cancel, nil
+}
+
+// deliver wakes the waiters of key a release concerns.
+func (l *listener) deliver(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.byKey[key] {
+		if s.inFlight {
+			s.wake()
+		}
+	}
+	l.wakeNext(key)
+}
+
+// wakeNext wakes the longest-waiting sleeper of key that was not woken
+// yet (one refused but not yet subscribed counts: it finds the wake-up
+// when it subscribes).
+func (l *listener) wakeNext(key string) {
+	for _, s := range l.byKey[key] {
+		if !s.inFlight && !s.woken {
+			s.wake()
+			return
+		}
+	}
+}
+
+// setListening records whether LISTEN is in effect. Once it is again,
+// waiters that were not heard for all the time since they looked are
+// woken: a release may have come while nobody listened. (Not when the
+// connection fails: the server is likely down, and a waiter that looked
+// then would end its wait with the error.)
+func (l *listener) setListening(on bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.listening = on
+	for _, subs := range l.byKey {
+		for _, s := range subs {
+			if on && !s.heard {
+				s.wake()
+			}
+			s.heard = on
+		}
+	}
+}
+
+// Reconnection backoff bounds: a server that is down is tried again soon,
+// but not in a loop.
+const (
+	minBackoff = 10 * time.Millisecond
+	maxBackoff = time.Second
+)
+
+func (l *listener) run(ctx context.Context) {
+	defer close(l.done)
+	backoff := minBackoff
+	for {
+		listened, err := l.listen(ctx)
+		l.setListening(false)
+		if ctx.Err() != nil {
+			return
+		}
+		if listened {
+			backoff = minBackoff
+		}
+		_ = err // the waiters look again; the next connection may work
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// listen takes a connection out of the pool for good, LISTENs on it and
+// delivers notifications until it fails or ctx ends. listened says
+// whether LISTEN took effect.
+func (l *listener) listen(ctx context.Context) (listened bool, err error) {
+	pc, err := l.b.pool.Acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	conn := pc.Hijack()
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{l.b.channel}.Sanitize()); err != nil {
+		return false, err
+	}
+	l.setListening(true)
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return true, err
+		}
+		l.deliver(n.Payload)
+	}
+}
+
+// close stops the listening connection and waits for it; waiters are
+// woken to look again.
+func (l *listener) close() {
+	l.mu.Lock()
+	l.closed = true
+	running, stop, done := l.running, l.stop, l.done
+	l.mu.Unlock()
+	if running {
+		stop()
+		<-done
+	}
+}

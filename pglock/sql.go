@@ -1,0 +1,156 @@
+package pglock
+
+import "fmt"
+
+// statements are the SQL of one backend, built once from its table's
+// names. Each is a single statement, so PostgreSQL runs it atomically and
+// the backend sends it in one round trip; pgx prepares each on a
+// connection the first time it runs there and reuses it after.
+type statements struct {
+	setup, acquire, refresh, release, inspect, list, stats, cleanup, breakLock string
+}
+
+// columns is the public part of a row as the scan in record.go reads it:
+// times come as microseconds since the grant and until the expiry on the
+// server's clock, so that no client clock has to agree with it.
+const columns = `key, lock_id, fence, host, pid, label,
+  (extract(epoch FROM now_ - acquired_at) * 1000000)::bigint,
+  (extract(epoch FROM expires_at - now_) * 1000000)::bigint`
+
+// newStatements fills in the statements for table, its fence sequence and
+// its void table (quoted, maybe schema-qualified).
+func newStatements(table, fence, void string) statements {
+	// t is the table as l beside the server's time as now_, for columns:
+	// read once, since a volatile function in a subquery of the table
+	// would keep its index from being used.
+	t := table + ` l, (SELECT clock_timestamp() AS now_) n`
+	return statements{
+		// setup creates what the backend needs, under an advisory lock:
+		// concurrent CREATE ... IF NOT EXISTS can fail on a catalog race.
+		// key is in the "C" collation so that keys sort and compare as
+		// bytes, as dlock's List promises. token is the SHA-256 of the
+		// holder's token, never the token.
+		setup: fmt.Sprintf(`
+CREATE TABLE IF NOT EXISTS %[1]s (
+  key         text COLLATE "C" PRIMARY KEY,
+  token       bytea       NOT NULL,
+  lock_id     text        NOT NULL,
+  fence       bigint      NOT NULL,
+  acquired_at timestamptz NOT NULL,
+  expires_at  timestamptz NOT NULL,
+  host        text        NOT NULL,
+  pid         bigint      NOT NULL,
+  label       text        NOT NULL
+);
+CREATE SEQUENCE IF NOT EXISTS %[2]s AS bigint;
+CREATE TABLE IF NOT EXISTS %[3]s (
+  token bytea       PRIMARY KEY,
+  until timestamptz NOT NULL
+)`, table, fence, void),
+
+		// acquire: $1 key, $2 token hash, $3 lock id, $4 TTL µs, $5 host,
+		// $6 pid, $7 label. It inserts the lease, or takes over the row of
+		// an expired one, unless the token is void (released while this
+		// request was in flight). A conflicting row is locked and read at
+		// its newest version, so a live lease is never replaced; the
+		// refusal's holder comes from the statement's snapshot, which can
+		// miss a row committed meanwhile (state 0 or an expired holder:
+		// the caller asks again). State: 1 granted (with the fence), 2
+		// held (the holder's row), 3 void, 0 none of these.
+		//
+		// The fence is taken under an advisory lock on the key, held to
+		// the end of the statement: without it, an acquire that drew its
+		// fence and then stalled could insert it after a later grant of
+		// the key had come and gone, and the fence would go down.
+		acquire: fmt.Sprintf(`
+WITH lk AS (SELECT pg_advisory_xact_lock(%[5]d, hashtext($1))),
+n AS (SELECT clock_timestamp() AS now_ FROM lk),
+ins AS (
+  INSERT INTO %[1]s AS x (key, token, lock_id, fence, acquired_at, expires_at, host, pid, label)
+  SELECT $1, $2, $3, nextval('%[2]s'), n.now_, n.now_ + $4::bigint * interval '1 microsecond', $5, $6, $7
+  FROM n WHERE NOT EXISTS (SELECT 1 FROM %[3]s WHERE token = $2)
+  ON CONFLICT (key) DO UPDATE SET token = excluded.token, lock_id = excluded.lock_id,
+    fence = excluded.fence, acquired_at = excluded.acquired_at, expires_at = excluded.expires_at,
+    host = excluded.host, pid = excluded.pid, label = excluded.label
+  WHERE x.expires_at <= clock_timestamp()
+  RETURNING fence
+)
+SELECT 1, '', '', fence, '', 0::bigint, '', 0::bigint, 0::bigint FROM ins
+UNION ALL
+SELECT CASE WHEN l.key IS NOT NULL THEN 2
+            WHEN EXISTS (SELECT 1 FROM %[3]s WHERE token = $2) THEN 3 ELSE 0 END, %[4]s
+FROM n LEFT JOIN %[1]s l ON l.key = $1
+WHERE NOT EXISTS (SELECT 1 FROM ins)`, table, fence, void, columnsOr(), lockClass),
+
+		// refresh: $1 key, $2 token hash, $3 TTL µs, $4 channel. A refresh
+		// that ends the lease sooner than before wakes the key's waiters,
+		// who sleep until the expiry they were told of.
+		refresh: fmt.Sprintf(`
+WITH u AS (
+  UPDATE %[1]s x SET expires_at = clock_timestamp() + $3::bigint * interval '1 microsecond'
+  FROM (SELECT expires_at AS before FROM %[1]s WHERE key = $1 FOR UPDATE) o
+  WHERE x.key = $1 AND x.token = $2 AND x.expires_at > clock_timestamp()
+  RETURNING x.*, o.before > x.expires_at AS sooner, clock_timestamp() AS now_
+)
+SELECT %[2]s, (SELECT count(*) FROM (SELECT pg_notify($4, $1) FROM u WHERE sooner) w)
+FROM u l`, table, columns),
+
+		// release: $1 key, $2 token hash, $3 channel. A token that does not
+		// hold the key is marked void for voidTTL, so that an acquire with
+		// it still in flight (its caller gave up) is refused when it lands
+		// instead of taking the key.
+		release: fmt.Sprintf(`
+WITH d AS (DELETE FROM %[1]s WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp() RETURNING key),
+v AS (
+  INSERT INTO %[2]s (token, until)
+  SELECT $2, clock_timestamp() + interval '%[3]s' WHERE NOT EXISTS (SELECT 1 FROM d)
+  ON CONFLICT (token) DO UPDATE SET until = excluded.until
+)
+SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM (SELECT pg_notify($3, key) FROM d) w)`, table, void, voidTTL),
+
+		inspect: fmt.Sprintf(`SELECT %s FROM %s WHERE l.key = $1 AND l.expires_at > now_`, columns, t),
+
+		// list: $1 prefix. Sorted by key, bytewise (the "C" collation).
+		list: fmt.Sprintf(`SELECT %s FROM %s WHERE l.expires_at > now_ AND starts_with(l.key, $1) ORDER BY l.key`, columns, t),
+
+		stats: fmt.Sprintf(`
+SELECT count(*) FILTER (WHERE expires_at > n.t), count(*) FILTER (WHERE expires_at <= n.t)
+FROM %s, (SELECT clock_timestamp() AS t) n`, table),
+
+		// cleanup: $1 channel. Removes expired leases (a live one, even one
+		// taken over while this runs, is never removed: the condition is
+		// checked again on the newest row) and void marks past their time.
+		cleanup: fmt.Sprintf(`
+WITH d AS (DELETE FROM %[1]s WHERE expires_at <= clock_timestamp() RETURNING key),
+v AS (DELETE FROM %[2]s WHERE until <= clock_timestamp())
+SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM (SELECT pg_notify($1, key) FROM d) w)`, table, void),
+
+		// breakLock: $1 key, $2 channel. Frees a live lease whatever its
+		// token and returns it.
+		breakLock: fmt.Sprintf(`
+WITH d AS (
+  DELETE FROM %[1]s WHERE key = $1 AND expires_at > clock_timestamp()
+  RETURNING *, clock_timestamp() AS now_
+)
+SELECT %[2]s, (SELECT count(*) FROM (SELECT pg_notify($2, $1) FROM d) w)
+FROM d l`, table, columns),
+	}
+}
+
+// columnsOr is columns for a row that may be missing (the LEFT JOIN of a
+// refusal): NULLs become zero values.
+func columnsOr() string {
+	return `coalesce(l.key, ''), coalesce(l.lock_id, ''), coalesce(l.fence, 0), coalesce(l.host, ''),
+  coalesce(l.pid, 0), coalesce(l.label, ''),
+  coalesce((extract(epoch FROM now_ - l.acquired_at) * 1000000)::bigint, 0),
+  coalesce((extract(epoch FROM l.expires_at - now_) * 1000000)::bigint, 0)`
+}
+
+// lockClass is the first half of the advisory locks that serialize the
+// grants of a key (the second is a hash of the key). Two-part advisory
+// locks are a space apart from the one-part ones programs use most.
+const lockClass = 0x646c6b // "dlk"
+
+// voidTTL is how long a void mark lasts: far longer than a request can
+// wait in a socket buffer or on a row lock.
+const voidTTL = "10 minutes"
