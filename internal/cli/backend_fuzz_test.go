@@ -24,6 +24,9 @@ func FuzzBackendURL(f *testing.F) {
 		"etcd://h/path", "etcds://h?cert=c", "etcd://h?cacert=x",
 		"redis+redlock://u:sekrit99@a:1,b:2,c:3/4?prefix=p&timeout=1s", "rediss+redlock://a:1",
 		"redis+redlock://a:1,b?timeout=-1", "redis+redlock://a:1/x", "redis+redlock://a:1,a:1",
+		"postgres://u:sekrit99@h:5432/db?sslmode=disable&table=t&timeout=1s", "postgresql://h/db?table=s.t",
+		"postgres://u:sekrit99@h/db?sslmode=bogus", "postgres://h/db?table=Bad", "postgres:///db?host=/tmp",
+		"postgres://h/db?timeout=0", "postgres://h/db?connect_timeout=x", "postgres://h/db?options=-c%20a%3Db",
 	} {
 		f.Add(seed)
 	}
