@@ -87,7 +87,10 @@
 // # Failures
 //
 // Each operation is bounded by [WithTimeout] (default 5s) unless the
-// caller's deadline is sooner. A server that is down, a connection that
+// caller's deadline is sooner. A server that refuses a connection for now
+// (all its connection slots taken, as when many dlock processes start at
+// once, or starting up) is asked again, with a growing pause, within that
+// bound: nothing was sent. A server that is down, a connection that
 // breaks and an error the server answers with (a missing privilege, a
 // read-only standby) fail with [dlock.ErrUnavailable]; the caller's own
 // context error is returned as it is. A held lock whose refreshes fail

@@ -3,9 +3,13 @@ package pglock_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/dlocktest"
@@ -174,5 +178,81 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 	if _, err := pglock.New(pool, pglock.WithTable("locks.dlock_2")); err != nil {
 		t.Errorf("New with a schema-qualified table: %v", err)
+	}
+}
+
+// connectWatcher reports each failed connection attempt of a pool.
+type connectWatcher struct{ failed chan error }
+
+func (w connectWatcher) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
+	return ctx
+}
+
+func (connectWatcher) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+
+func (connectWatcher) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (w connectWatcher) TraceConnectEnd(_ context.Context, data pgx.TraceConnectEndData) {
+	if data.Err != nil {
+		select {
+		case w.failed <- data.Err:
+		default:
+		}
+	}
+}
+
+// TestServerFullWaitsForSlot: a server whose connection slots are all
+// taken ("too many clients", as when a thousand dlock processes start at
+// once) refuses the connection before anything is sent, so the operation
+// waits for a slot within its timeout instead of failing at once.
+func TestServerFullWaitsForSlot(t *testing.T) {
+	srv := testserver.StartPostgres(t)
+	admin := newPool(t, srv.DSN())
+	for _, q := range []string{
+		`CREATE ROLE locker LOGIN CONNECTION LIMIT 1`,
+		`GRANT CREATE ON SCHEMA public TO locker`,
+	} {
+		if _, err := admin.Exec(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dsn := strings.Replace(srv.DSN(), "postgres@", "locker@", 1)
+	hog, err := pgx.Connect(t.Context(), dsn) // the role's one slot
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := connectWatcher{failed: make(chan error, 1)}
+	cfg.ConnConfig.Tracer = w
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	b := newBackend(t, pool, pglock.WithTimeout(time.Minute))
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := dlock.New(b).TryAcquire(t.Context(), "k")
+		done <- err
+	}()
+	select {
+	case err := <-w.failed:
+		if !strings.Contains(err.Error(), "53300") {
+			t.Fatalf("connection refused with %v, want SQLSTATE 53300", err)
+		}
+	case err := <-done:
+		t.Fatalf("TryAcquire returned %v while the only slot was taken", err)
+	}
+	if err := hog.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("TryAcquire once a slot was free: %v", err)
 	}
 }

@@ -169,25 +169,50 @@ func (b *Backend) create(ctx context.Context) error {
 }
 
 // call runs fn with ctx bounded by the backend's timeout, creating the
-// table and running fn again if it was missing, and maps its error: the
+// table and running fn again if it was missing, waiting for a connection
+// slot on a full server, running fn again after a serialization failure,
+// and maps its error: the
 // caller's own context error is returned as is (wrapped), the backend's
 // timeout and transport failures wrap dlock.ErrUnavailable.
 func (b *Backend) call(ctx context.Context, op, key string, fn func(ctx context.Context) error) error {
 	cctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	err := fn(cctx)
-	if missingTable(err) {
-		if err = b.create(cctx); err == nil {
-			err = fn(cctx)
+	wait, created, retries := 5*time.Millisecond, false, 0
+	for err != nil {
+		if missingTable(err) && !created {
+			if err = b.create(cctx); err == nil {
+				created = true
+				err = fn(cctx)
+			}
+			continue
 		}
-	}
-	for try := 0; try < 3 && retryable(err); try++ {
+		if busy(err) {
+			// Nothing was sent: wait for a connection slot, within the
+			// timeout.
+			t := time.NewTimer(wait)
+			select {
+			case <-cctx.Done():
+				t.Stop()
+				return b.fail(ctx, op, key, err)
+			case <-t.C:
+			}
+			wait = min(2*wait, 200*time.Millisecond)
+		} else if retries++; !retryable(err) || retries > 3 {
+			return b.fail(ctx, op, key, err)
+		}
 		err = fn(cctx)
 	}
-	if err == nil {
-		return nil
-	}
-	return b.fail(ctx, op, key, err)
+	return nil
+}
+
+// busy reports a server that refused a connection for now: all its
+// connection slots are taken (53300, as when many dlock processes start
+// at once), or it is starting up or shutting down (57P03). The request
+// was not sent, so it can be sent again.
+func busy(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "53300" || pe.Code == "57P03")
 }
 
 // missingTable reports an error for a relation that does not exist: the
@@ -199,7 +224,8 @@ func missingTable(err error) bool {
 
 // retryable reports a transaction rolled back for serialization or a
 // deadlock (class 40): possible when the database's default isolation is
-// stricter than read committed; the statement can simply run again.
+// stricter than read committed; the statement can simply run again, a
+// few times.
 func retryable(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "40")
