@@ -32,10 +32,10 @@
 //
 //   - Acquire inserts the row, or takes over the row of an expired lease
 //     (INSERT ... ON CONFLICT DO UPDATE ... WHERE expired). A refused
-//     acquire writes nothing and returns the holder's row. The fence is
-//     drawn from the sequence under a transaction-scoped advisory lock on
-//     the key, so that grants of one key draw their fences in the order
-//     they are granted.
+//     acquire changes no row (it locks the holder's while it reads it)
+//     and returns the holder's row. The fence is drawn from the sequence
+//     under a transaction-scoped advisory lock on the key, so that grants
+//     of one key draw their fences in the order they are granted.
 //   - Refresh moves the expiry if the token holds a live lease.
 //   - Release deletes the row if the token holds a live lease. A release
 //     whose token does not hold the key marks the token void for ten
