@@ -3,11 +3,13 @@ package bench
 import (
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-dev/dlock/filelock"
 	"github.com/dlock-dev/dlock/internal/testserver"
 	"github.com/dlock-dev/dlock/memlock"
+	"github.com/dlock-dev/dlock/pglock"
 	"github.com/dlock-dev/dlock/redislock"
 )
 
@@ -20,8 +22,8 @@ import (
 // Besides ns/op they report ops/s, p50-ns and p99-ns (per pair, or the
 // wait in contended), store-ops/op (redis-cmds/op and round-trips/op on
 // Redis) and, for contended, fairness and
-// violations. The redis ones start a redis-server on a free port and are
-// skipped when it is not installed.
+// violations. The redis and postgres ones start a server on a free port
+// and are skipped when it is not installed.
 
 func BenchmarkSerial(b *testing.B)    { benchSubjects(b, Serial) }
 func BenchmarkParallel(b *testing.B)  { benchSubjects(b, Parallel) }
@@ -39,6 +41,24 @@ func benchSubjects(b *testing.B, sc Scenario) {
 	})
 	b.Run("redis", func(b *testing.B) { benchScenario(b, sc, redisSubject(b, false)) })
 	b.Run("redis-fifo", func(b *testing.B) { benchScenario(b, sc, redisSubject(b, true)) })
+	b.Run("postgres", func(b *testing.B) { benchScenario(b, sc, postgresSubject(b)) })
+}
+
+// postgresSubject starts a PostgreSQL server for b and returns dlock over
+// it.
+func postgresSubject(b *testing.B) Subject {
+	srv := testserver.StartPostgres(b)
+	pool, err := pgxpool.New(b.Context(), srv.DSN())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	be, err := pglock.New(pool)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = be.Close() })
+	return Dlock("postgres", be)
 }
 
 // redisSubject starts a server for b and returns dlock over it, counting
