@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/dlocktest"
 	"github.com/dlock-dev/dlock/etcdlock"
 	"github.com/dlock-dev/dlock/internal/testserver"
 )
@@ -52,35 +53,7 @@ func TestServerDown(t *testing.T) {
 	}
 	srv.Stop()
 
-	// In this order: Release last, Refresh before Break.
-	ops := []struct {
-		name string
-		op   func(ctx context.Context) error
-	}{
-		{"TryAcquire", func(ctx context.Context) error { _, err := c.TryAcquire(ctx, "other"); return err }},
-		{"Acquire", func(ctx context.Context) error {
-			_, err := c.Acquire(ctx, "other", dlock.WithMaxWait(time.Second))
-			return err
-		}},
-		{"Refresh", func(ctx context.Context) error { return held.Refresh(ctx) }},
-		{"Inspect", func(ctx context.Context) error { _, _, err := c.Inspect(ctx, "down"); return err }},
-		{"List", func(ctx context.Context) error { _, err := c.List(ctx, ""); return err }},
-		{"Stats", func(ctx context.Context) error { _, err := c.Stats(ctx); return err }},
-		{"Break", func(ctx context.Context) error { _, _, err := c.Break(ctx, "down"); return err }},
-		{"Release", func(ctx context.Context) error { return held.Release(ctx) }},
-	}
-	for _, o := range ops {
-		ctx, cancel := context.WithTimeout(t.Context(), within)
-		start := time.Now()
-		err := o.op(ctx)
-		cancel()
-		if !errors.Is(err, dlock.ErrUnavailable) || errors.Is(err, dlock.ErrNotHeld) {
-			t.Errorf("%s on a stopped server: %v, want ErrUnavailable", o.name, err)
-		}
-		if d := time.Since(start); d > within {
-			t.Errorf("%s took %v", o.name, d)
-		}
-	}
+	dlocktest.CheckStoreDown(t, c, held, within)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()

@@ -39,35 +39,7 @@ func TestServerDown(t *testing.T) {
 	}
 	srv.Stop()
 
-	ops := []struct {
-		name string
-		op   func(ctx context.Context) error
-	}{
-		{"TryAcquire", func(ctx context.Context) error { _, err := c.TryAcquire(ctx, "other"); return err }},
-		{"Acquire", func(ctx context.Context) error {
-			_, err := c.Acquire(ctx, "other", dlock.WithMaxWait(time.Second))
-			return err
-		}},
-		{"Refresh", func(ctx context.Context) error { return held.Refresh(ctx) }},
-		{"Inspect", func(ctx context.Context) error { _, _, err := c.Inspect(ctx, "down"); return err }},
-		{"List", func(ctx context.Context) error { _, err := c.List(ctx, ""); return err }},
-		{"Stats", func(ctx context.Context) error { _, err := c.Stats(ctx); return err }},
-		{"Cleanup", func(ctx context.Context) error { _, err := c.Cleanup(ctx); return err }},
-		{"Break", func(ctx context.Context) error { _, _, err := c.Break(ctx, "down"); return err }},
-		{"Release", func(ctx context.Context) error { return held.Release(ctx) }},
-	}
-	for _, o := range ops {
-		ctx, cancel := context.WithTimeout(t.Context(), within)
-		start := time.Now()
-		err := o.op(ctx)
-		cancel()
-		if !errors.Is(err, dlock.ErrUnavailable) || errors.Is(err, dlock.ErrNotHeld) {
-			t.Errorf("%s on a stopped server: %v, want ErrUnavailable", o.name, err)
-		}
-		if d := time.Since(start); d > within {
-			t.Errorf("%s took %v", o.name, d)
-		}
-	}
+	dlocktest.CheckStoreDown(t, c, held, within)
 
 	ctx, cancel := context.WithTimeout(t.Context(), time.Microsecond)
 	defer cancel()

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/dlocktest"
 	"github.com/dlock-dev/dlock/internal/testserver"
 	"github.com/dlock-dev/dlock/redislock"
 )
@@ -36,39 +37,7 @@ func TestServerDown(t *testing.T) {
 	}
 	srv.Stop()
 
-	// In this order: Release last, Refresh before Break.
-	ops := []struct {
-		name string
-		op   func(ctx context.Context) error
-	}{
-		{"TryAcquire", func(ctx context.Context) error { _, err := c.TryAcquire(ctx, key+"-other"); return err }},
-		{"Acquire (subscribes)", func(ctx context.Context) error {
-			_, err := c.Acquire(ctx, key+"-other", dlock.WithMaxWait(time.Second))
-			return err
-		}},
-		{"Refresh", func(ctx context.Context) error { return held.Refresh(ctx) }},
-		{"Inspect", func(ctx context.Context) error { _, _, err := c.Inspect(ctx, key); return err }},
-		{"List", func(ctx context.Context) error { _, err := c.List(ctx, ""); return err }},
-		{"Stats", func(ctx context.Context) error { _, err := c.Stats(ctx); return err }},
-		{"Cleanup", func(ctx context.Context) error { _, err := c.Cleanup(ctx); return err }},
-		{"Break", func(ctx context.Context) error { _, _, err := c.Break(ctx, key); return err }},
-		{"Release", func(ctx context.Context) error { return held.Release(ctx) }},
-	}
-	for _, o := range ops {
-		ctx, cancel := context.WithTimeout(t.Context(), within)
-		start := time.Now()
-		err := o.op(ctx)
-		cancel()
-		if !errors.Is(err, dlock.ErrUnavailable) {
-			t.Errorf("%s on a stopped server: %v, want ErrUnavailable", o.name, err)
-		}
-		if errors.Is(err, dlock.ErrNotHeld) {
-			t.Errorf("%s on a stopped server claims an answer: %v", o.name, err)
-		}
-		if d := time.Since(start); d > within {
-			t.Errorf("%s took %v", o.name, d)
-		}
-	}
+	dlocktest.CheckStoreDown(t, c, held, within)
 }
 
 // TestSlowServer talks to a "server" that accepts connections and never
