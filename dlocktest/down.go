@@ -15,7 +15,10 @@ import (
 // claim an answer ([dlock.ErrNotHeld]), and return within within.
 // Operations the backend does not offer ([dlock.ErrUnsupported]) are
 // skipped. held is released last, after a refresh and a break of its key.
-func CheckStoreDown(t *testing.T, c *dlock.Client, held *dlock.Lock, within time.Duration) {
+// A caller whose deadline has passed gets its context's error, not
+// ErrUnavailable. If watched is not nil (a lock c took with a short TTL
+// and [dlock.WithAutoRefresh]), its lost signal must fire within within.
+func CheckStoreDown(t *testing.T, c *dlock.Client, held, watched *dlock.Lock, within time.Duration) {
 	t.Helper()
 	key, other := held.Key(), held.Key()+"-other"
 	ops := []struct {
@@ -52,5 +55,24 @@ func CheckStoreDown(t *testing.T, c *dlock.Client, held *dlock.Lock, within time
 		if d := time.Since(start); d > within {
 			t.Errorf("%s took %v", o.name, d)
 		}
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Microsecond)
+	defer cancel()
+	<-ctx.Done()
+	if _, err := c.TryAcquire(ctx, other); !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, dlock.ErrUnavailable) {
+		t.Errorf("TryAcquire past the caller's deadline: %v, want context.DeadlineExceeded", err)
+	}
+
+	if watched == nil {
+		return
+	}
+	select {
+	case <-watched.Done():
+		if err := watched.Err(); !errors.Is(err, dlock.ErrLockLost) {
+			t.Errorf("Err of a lock whose refreshes fail = %v, want ErrLockLost", err)
+		}
+	case <-time.After(within):
+		t.Errorf("a held lock whose refreshes fail did not fire its lost signal within %v", within)
 	}
 }

@@ -21,7 +21,8 @@ import (
 const within = 5 * time.Second
 
 // TestServerDown: every operation on a server that is gone fails with
-// ErrUnavailable within the caller's deadline.
+// ErrUnavailable within the caller's deadline, and a caller past its own
+// deadline gets its context's error.
 func TestServerDown(t *testing.T) {
 	srv := startRedis(t)
 	// One dial attempt per call instead of go-redis's five keeps the test
@@ -37,7 +38,7 @@ func TestServerDown(t *testing.T) {
 	}
 	srv.Stop()
 
-	dlocktest.CheckStoreDown(t, c, held, within)
+	dlocktest.CheckStoreDown(t, c, held, nil, within)
 }
 
 // TestSlowServer talks to a "server" that accepts connections and never
