@@ -30,10 +30,11 @@
 // Every operation is one SQL statement, so PostgreSQL runs it atomically,
 // and one round trip; pgx prepares each statement once per connection.
 //
-//   - Acquire inserts the row, or takes over the row of an expired lease
-//     (INSERT ... ON CONFLICT DO UPDATE ... WHERE expired). A refused
-//     acquire changes no row (it locks the holder's while it reads it)
-//     and returns the holder's row. The fence is drawn from the sequence
+//   - Acquire inserts the row (INSERT ... ON CONFLICT DO NOTHING), or
+//     takes over the row of an expired lease (UPDATE ... WHERE expired,
+//     checked again on the row's newest version). A refused acquire
+//     changes and locks no row, so on a durable server it costs no flush
+//     to disk, and returns the holder's row. The fence is drawn from the sequence
 //     under a transaction-scoped advisory lock on the key, so that grants
 //     of one key draw their fences in the order they are granted.
 //   - Refresh moves the expiry if the token holds a live lease.

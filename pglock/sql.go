@@ -49,38 +49,47 @@ CREATE TABLE IF NOT EXISTS %[3]s (
 )`, table, fence, void),
 
 		// acquire: $1 key, $2 token hash, $3 lock id, $4 TTL µs, $5 host,
-		// $6 pid, $7 label. It inserts the lease, or takes over the row of
-		// an expired one, unless the token is void (released while this
-		// request was in flight). A conflicting row is locked and read at
-		// its newest version, so a live lease is never replaced; the
-		// refusal's holder comes from the statement's snapshot, which can
-		// miss a row committed meanwhile (state 0 or an expired holder:
-		// the caller asks again). State: 1 granted (with the fence), 2
-		// held (the holder's row), 3 void, 0 none of these.
+		// $6 pid, $7 label. It inserts the lease if the key has no row
+		// (ins), or takes over the row of an expired lease (upd), unless
+		// the token is void (released while this request was in flight).
+		// The update checks expiry again on the row's newest version, so a
+		// live lease is never replaced. A refusal changes and locks no
+		// row, so it commits nothing that a durable server must flush. Its
+		// holder comes from the statement's snapshot, which can miss a row
+		// committed meanwhile (state 0 or an expired holder: the caller
+		// asks again). State: 1 granted (with the fence), 2 held (the
+		// holder's row), 3 void, 0 none of these. ins and upd never both
+		// write: ins only where the key has no row, upd only a row of the
+		// snapshot, which cannot see ins's.
 		//
-		// The fence is taken under an advisory lock on the key, held to
-		// the end of the statement: without it, an acquire that drew its
-		// fence and then stalled could insert it after a later grant of
-		// the key had come and gone, and the fence would go down.
+		// Every acquire of a key runs under an advisory lock on it, held to
+		// the end of the statement, and the fence is drawn under it:
+		// without it, an acquire that drew its fence and then stalled
+		// could insert it after a later grant of the key had come and
+		// gone, and the fence would go down.
 		acquire: fmt.Sprintf(`
 WITH lk AS (SELECT pg_advisory_xact_lock(%[5]d, hashtext($1))),
-n AS (SELECT clock_timestamp() AS now_ FROM lk),
+n AS (SELECT clock_timestamp() AS now_ FROM lk WHERE NOT EXISTS (SELECT 1 FROM %[3]s WHERE token = $2)),
 ins AS (
-  INSERT INTO %[1]s AS x (key, token, lock_id, fence, acquired_at, expires_at, host, pid, label)
+  INSERT INTO %[1]s (key, token, lock_id, fence, acquired_at, expires_at, host, pid, label)
   SELECT $1, $2, $3, nextval('%[2]s'), n.now_, n.now_ + $4::bigint * interval '1 microsecond', $5, $6, $7
-  FROM n WHERE NOT EXISTS (SELECT 1 FROM %[3]s WHERE token = $2)
-  ON CONFLICT (key) DO UPDATE SET token = excluded.token, lock_id = excluded.lock_id,
-    fence = excluded.fence, acquired_at = excluded.acquired_at, expires_at = excluded.expires_at,
-    host = excluded.host, pid = excluded.pid, label = excluded.label
-  WHERE x.expires_at <= clock_timestamp()
+  FROM n ON CONFLICT (key) DO NOTHING
   RETURNING fence
+),
+upd AS (
+  UPDATE %[1]s x SET token = $2, lock_id = $3, fence = nextval('%[2]s'), acquired_at = n.now_,
+    expires_at = n.now_ + $4::bigint * interval '1 microsecond', host = $5, pid = $6, label = $7
+  FROM n WHERE x.key = $1 AND x.expires_at <= clock_timestamp()
+  RETURNING x.fence
 )
 SELECT 1, '', '', fence, '', 0::bigint, '', 0::bigint, 0::bigint FROM ins
 UNION ALL
+SELECT 1, '', '', fence, '', 0::bigint, '', 0::bigint, 0::bigint FROM upd
+UNION ALL
 SELECT CASE WHEN l.key IS NOT NULL THEN 2
             WHEN EXISTS (SELECT 1 FROM %[3]s WHERE token = $2) THEN 3 ELSE 0 END, %[4]s
-FROM n LEFT JOIN %[1]s l ON l.key = $1
-WHERE NOT EXISTS (SELECT 1 FROM ins)`, table, fence, void, columnsOr(), lockClass),
+FROM (SELECT clock_timestamp() AS now_ FROM lk) r LEFT JOIN %[1]s l ON l.key = $1
+WHERE NOT EXISTS (SELECT 1 FROM ins) AND NOT EXISTS (SELECT 1 FROM upd)`, table, fence, void, columnsOr(), lockClass),
 
 		// refresh: $1 key, $2 token hash, $3 TTL µs, $4 channel. A refresh
 		// that ends the lease sooner than before wakes the key's waiters,

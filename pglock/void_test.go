@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/pglock"
 )
 
 // TestReleaseOvertakesAcquire: a caller that gave up on an acquire
@@ -33,5 +34,32 @@ func TestReleaseOvertakesAcquire(t *testing.T) {
 	req.Token, req.LockID = other, dlock.LockID(other)
 	if _, granted, err := b.Acquire(ctx, req); !granted || err != nil {
 		t.Fatalf("Acquire with another token: granted %v, %v", granted, err)
+	}
+}
+
+// TestRefusalLocksNothing: refused acquires leave the holder's row as it
+// was, not even locked (its xmax stays 0): a refusal commits nothing a
+// durable server must flush to disk, so waiters that look cost the server
+// reads only.
+func TestRefusalLocksNothing(t *testing.T) {
+	pool := newPool(t, startPostgres(t))
+	table := uniqueTable()
+	b := newBackend(t, pool, pglock.WithTable(table))
+	ctx := t.Context()
+	c := dlock.New(b)
+	if _, err := c.TryAcquire(ctx, "k", dlock.WithTTL(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if _, err := c.TryAcquire(ctx, "k"); !errors.Is(err, dlock.ErrNotAcquired) {
+			t.Fatalf("TryAcquire of a held key: %v, want ErrNotAcquired", err)
+		}
+	}
+	var xmax string
+	if err := pool.QueryRow(ctx, `SELECT xmax::text FROM `+table+` WHERE key = 'k'`).Scan(&xmax); err != nil {
+		t.Fatal(err)
+	}
+	if xmax != "0" {
+		t.Errorf("the holder's row has xmax %s after refusals, want 0 (a refusal locked it)", xmax)
 	}
 }
