@@ -3,6 +3,7 @@ package pglock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -161,54 +162,101 @@ func (w connectWatcher) TraceConnectEnd(_ context.Context, data pgx.TraceConnect
 
 // TestServerFullWaitsForSlot: a server whose connection slots are all
 // taken ("too many clients", as when a thousand dlock processes start at
-// once) refuses the connection before anything is sent, so the operation
-// waits for a slot within its timeout instead of failing at once.
+// once) refuses the connection before anything is sent, so an operation
+// waits for a slot instead of failing at once; a waiting Acquire waits on
+// past half its TTL with a fresh start (a grant's validity runs from
+// before the request, so one long wait would grant a lease nearly over);
+// and the backend's own listening connection gives its slot up to a
+// statement.
 func TestServerFullWaitsForSlot(t *testing.T) {
 	srv := testserver.StartPostgres(t)
 	admin := newPool(t, srv.DSN())
-	for _, q := range []string{
-		`CREATE ROLE locker LOGIN CONNECTION LIMIT 1`,
-		`GRANT CREATE ON SCHEMA public TO locker`,
-	} {
-		if _, err := admin.Exec(t.Context(), q); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := admin.Exec(t.Context(), `CREATE ROLE locker LOGIN; GRANT CREATE ON SCHEMA public TO locker`); err != nil {
+		t.Fatal(err)
 	}
 	dsn := strings.Replace(srv.DSN(), "postgres@", "locker@", 1)
-	hog, err := pgx.Connect(t.Context(), dsn) // the role's one slot
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := connectWatcher{failed: make(chan error, 1)}
-	cfg.ConnConfig.Tracer = w
-	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	b := newBackend(t, pool, pglock.WithTimeout(time.Minute))
+	for _, tc := range []struct {
+		name    string
+		slots   int  // the role's connection limit; one is taken
+		listen  bool // the backend LISTENs on another before the hog comes
+		acquire func(c *dlock.Client) (*dlock.Lock, error)
+		// connections refused before the hog lets its slot go, or -1 to
+		// keep it: the statement must find a slot while it is taken
+		failures int
+	}{
+		{"TryAcquire waits", 1, false, func(c *dlock.Client) (*dlock.Lock, error) {
+			return c.TryAcquire(t.Context(), "k")
+		}, 1},
+		// 33 refusals take 3 rounds of waiting 1s (half the TTL) for a
+		// slot, more than the TTL: granted as of the first attempt, the
+		// lease would be over.
+		{"Acquire waits past its TTL", 1, false, func(c *dlock.Client) (*dlock.Lock, error) {
+			return c.Acquire(t.Context(), "w", dlock.WithTTL(2*time.Second), dlock.WithMaxWait(time.Minute))
+		}, 33},
+		{"listening gives way", 2, true, func(c *dlock.Client) (*dlock.Lock, error) {
+			return c.TryAcquire(t.Context(), "l")
+		}, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := admin.Exec(t.Context(), fmt.Sprintf(`ALTER ROLE locker CONNECTION LIMIT %d`, tc.slots)); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := pgxpool.ParseConfig(dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := connectWatcher{failed: make(chan error, 100)}
+			cfg.ConnConfig.Tracer = w
+			pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			b := newBackend(t, pool, pglock.WithTimeout(time.Minute))
+			defer b.Close() // its listening connection may hold a slot
+			if tc.listen {
+				listen(t, b)
+			}
+			hog, err := pgx.Connect(t.Context(), dsn) // the last slot
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer hog.Close(context.Background())
 
-	done := make(chan error, 1)
-	go func() {
-		_, err := dlock.New(b).TryAcquire(t.Context(), "k")
-		done <- err
-	}()
-	select {
-	case err := <-w.failed:
-		if !strings.Contains(err.Error(), "53300") {
-			t.Fatalf("connection refused with %v, want SQLSTATE 53300", err)
-		}
-	case err := <-done:
-		t.Fatalf("TryAcquire returned %v while the only slot was taken", err)
-	}
-	if err := hog.Close(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("TryAcquire once a slot was free: %v", err)
+			type result struct {
+				l   *dlock.Lock
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				l, err := tc.acquire(dlock.New(b))
+				done <- result{l, err}
+			}()
+			for range tc.failures {
+				select {
+				case err := <-w.failed:
+					if !strings.Contains(err.Error(), "53300") {
+						t.Fatalf("connection refused with %v, want SQLSTATE 53300", err)
+					}
+				case r := <-done:
+					t.Fatalf("returned %v while the only slot was taken", r.err)
+				}
+			}
+			if tc.failures >= 0 {
+				if err := hog.Close(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := <-done
+			if r.err != nil {
+				t.Fatalf("acquire: %v", r.err)
+			}
+			if err := r.l.Err(); err != nil {
+				t.Fatalf("the lock granted once a slot was free is already lost: %v", err)
+			}
+			if err := r.l.Release(t.Context()); err != nil {
+				t.Fatalf("release: %v", err)
+			}
+		})
 	}
 }

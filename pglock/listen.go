@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dlock-dev/dlock"
@@ -12,9 +13,18 @@ import (
 )
 
 // listener is a backend's one connection that LISTENs on its channel, and
-// the waiters it wakes. It starts with the first Subscribe and runs until
-// Close, reconnecting when the connection fails; once it listens again it
-// wakes every waiter, for the releases it may have missed.
+// the waiters it wakes. Its goroutine starts with the first Subscribe and
+// runs until Close. It holds a connection only while there are waiters
+// (and for a linger after the last one leaves, so that a process that
+// waits again soon does not reconnect), reconnecting when the connection
+// fails; once it listens again it wakes every waiter, for the releases it
+// may have missed.
+//
+// A statement comes first: when the server has no free connection slot
+// for one, the listener gives its connection up (yield) and stays off
+// until a statement got a connection again (feed). Otherwise a crowd of
+// waiting processes could fill every slot with listening connections and
+// leave none for the statements that acquire and release.
 //
 // A release wakes one sleeping waiter of the key in this process, the one
 // that has waited longest, not all of them: the others would only be
@@ -32,7 +42,18 @@ type listener struct {
 	closed    bool
 	stop      context.CancelFunc
 	done      chan struct{}
+
+	starved atomic.Bool        // a statement found no connection slot
+	drop    context.CancelFunc // ends the current connection, if any
+	dropped bool               // drop was called: no backoff before the next
+	idle    *time.Timer        // drops the connection once nobody waits
+	linger  time.Duration
+	kick    chan struct{} // the goroutine may have a connection to make
 }
+
+// linger is how long the listener keeps its connection after the last
+// waiter leaves.
+const linger = time.Second
 
 type sub struct {
 	key, id    string
@@ -44,7 +65,10 @@ type sub struct {
 }
 
 func newListener(b *Backend) *listener {
-	return &listener{b: b, byKey: map[string][]*sub{}, byID: map[string]*sub{}}
+	return &listener{
+		b: b, byKey: map[string][]*sub{}, byID: map[string]*sub{},
+		linger: linger, kick: make(chan struct{}, 1),
+	}
 }
 
 // arm is called as a waiting acquire id sends an attempt on key: it
@@ -97,6 +121,51 @@ func (l *listener) remove(s *sub) {
 	if s.woken {
 		l.wakeNext(s.key)
 	}
+	if len(l.byKey) == 0 && l.drop != nil && l.idle == nil {
+		l.idle = time.AfterFunc(l.linger, l.dropIfIdle)
+	}
+}
+
+// dropIfIdle ends the connection if nobody waits.
+func (l *listener) dropIfIdle() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.idle = nil
+	if len(l.byKey) == 0 {
+		l.dropConn()
+	}
+}
+
+// dropConn ends the current connection, if any; l.mu is held.
+func (l *listener) dropConn() {
+	if l.drop != nil {
+		l.drop()
+		l.drop, l.dropped = nil, true
+	}
+}
+
+// yield gives the connection up for a statement that found the server
+// full, and keeps it off until feed.
+func (l *listener) yield() {
+	l.starved.Store(true)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dropConn()
+}
+
+// feed records that a statement got a connection: the listener may take
+// one again.
+func (l *listener) feed() {
+	if l.starved.CompareAndSwap(true, false) {
+		l.signal()
+	}
+}
+
+func (l *listener) signal() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (s *sub) wake() {
@@ -122,12 +191,17 @@ func (l *listener) subscribe(key, id string) (<-chan struct{}, func(), error) {
 		l.running, l.stop, l.done = true, stop, make(chan struct{})
 		go l.run(ctx)
 	}
+	if l.idle != nil {
+		l.idle.Stop()
+		l.idle = nil
+	}
 	s := l.byID[id]
 	if s == nil || s.key != key || s.subscribed || id == "" {
 		s = &sub{key: key, id: id, ch: make(chan struct{}, 1)}
 		l.add(s)
 	}
 	s.subscribed = true
+	l.signal()
 	if !s.heard {
 		s.wake()
 	}
@@ -192,14 +266,29 @@ const (
 func (l *listener) run(ctx context.Context) {
 	defer close(l.done)
 	backoff := minBackoff
-	for {
-		listened, err := l.listen(ctx)
+	for l.await(ctx) {
+		cctx, drop := context.WithCancel(ctx)
+		l.mu.Lock()
+		l.drop, l.dropped = drop, false
+		if len(l.byKey) == 0 && l.idle == nil {
+			l.idle = time.AfterFunc(l.linger, l.dropIfIdle)
+		}
+		l.mu.Unlock()
+		listened, err := l.listen(cctx)
+		l.mu.Lock()
+		dropped := l.dropped
+		l.drop = nil
+		l.mu.Unlock()
+		drop()
 		l.setListening(false)
 		if ctx.Err() != nil {
 			return
 		}
-		if listened {
+		if listened || dropped {
 			backoff = minBackoff
+		}
+		if dropped {
+			continue
 		}
 		_ = err // the waiters look again; the next connection may work
 		t := time.NewTimer(backoff)
@@ -210,6 +299,25 @@ func (l *listener) run(ctx context.Context) {
 		case <-t.C:
 		}
 		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// await waits until a connection is wanted: there are waiters and no
+// statement is starved of a connection slot. It returns false once ctx
+// ends.
+func (l *listener) await(ctx context.Context) bool {
+	for {
+		l.mu.Lock()
+		wanted := len(l.byKey) > 0 && !l.starved.Load()
+		l.mu.Unlock()
+		if wanted {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-l.kick:
+		}
 	}
 }
 
@@ -245,6 +353,10 @@ func (l *listener) listen(ctx context.Context) (listened bool, err error) {
 func (l *listener) close() {
 	l.mu.Lock()
 	l.closed = true
+	if l.idle != nil {
+		l.idle.Stop()
+		l.idle = nil
+	}
 	running, stop, done := l.running, l.stop, l.done
 	l.mu.Unlock()
 	if running {

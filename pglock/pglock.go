@@ -168,40 +168,62 @@ func (b *Backend) create(ctx context.Context) error {
 	return tx.Commit(ctx)
 }
 
-// call runs fn with ctx bounded by the backend's timeout, creating the
-// table and running fn again if it was missing, waiting for a connection
-// slot on a full server, running fn again after a serialization failure,
-// and maps its error: the
-// caller's own context error is returned as is (wrapped), the backend's
-// timeout and transport failures wrap dlock.ErrUnavailable.
+// call runs fn with each attempt bounded by the backend's timeout, creating
+// the table and running fn again if it was missing, running it again after
+// a serialization failure, and waiting for a connection slot on a full
+// server for up to the backend's timeout. It maps the error: the caller's
+// own context error is returned as is (wrapped), the backend's timeout,
+// a full server and transport failures wrap dlock.ErrUnavailable.
 func (b *Backend) call(ctx context.Context, op, key string, fn func(ctx context.Context) error) error {
-	cctx, cancel := context.WithTimeout(ctx, b.timeout)
+	return b.callWaiting(ctx, op, key, b.timeout, fn)
+}
+
+// errNoSlot marks a server that had no free connection slot for as long as
+// an operation would wait for one.
+var errNoSlot = errors.New("no free connection slot")
+
+// callWaiting is call, waiting at most slotWait for a connection slot.
+func (b *Backend) callWaiting(ctx context.Context, op, key string, slotWait time.Duration, fn func(ctx context.Context) error) error {
+	attempt := func() error {
+		cctx, cancel := context.WithTimeout(ctx, b.timeout)
+		defer cancel()
+		err := fn(cctx)
+		if busy(err) {
+			b.notify.yield()
+		} else {
+			b.notify.feed()
+		}
+		return err
+	}
+	err := attempt()
+	slotCtx, cancel := context.WithTimeout(ctx, slotWait)
 	defer cancel()
-	err := fn(cctx)
 	wait, created, retries := 5*time.Millisecond, false, 0
 	for err != nil {
 		if missingTable(err) && !created {
-			if err = b.create(cctx); err == nil {
+			cctx, cancel := context.WithTimeout(ctx, b.timeout)
+			err = b.create(cctx)
+			cancel()
+			if err == nil {
 				created = true
-				err = fn(cctx)
+				err = attempt()
 			}
 			continue
 		}
 		if busy(err) {
-			// Nothing was sent: wait for a connection slot, within the
-			// timeout.
+			// Nothing was sent: wait for a connection slot.
 			t := time.NewTimer(wait)
 			select {
-			case <-cctx.Done():
+			case <-slotCtx.Done():
 				t.Stop()
-				return b.fail(ctx, op, key, err)
+				return b.fail(ctx, op, key, fmt.Errorf("%w: %w", errNoSlot, err))
 			case <-t.C:
 			}
 			wait = min(2*wait, 200*time.Millisecond)
 		} else if retries++; !retryable(err) || retries > 3 {
 			return b.fail(ctx, op, key, err)
 		}
-		err = fn(cctx)
+		err = attempt()
 	}
 	return nil
 }
@@ -238,12 +260,16 @@ func (b *Backend) fail(ctx context.Context, op, key string, err error) error {
 	}
 	var pe *pgconn.PgError
 	switch {
+	case ctx.Err() != nil && busy(err):
+		return fmt.Errorf("pglock: %s: %w (%v)", what, context.Cause(ctx), err)
 	case ctx.Err() != nil:
 		return fmt.Errorf("pglock: %s: %w", what, context.Cause(ctx))
 	case errors.Is(err, dlock.ErrCorrupt), errors.Is(err, dlock.ErrNotHeld), errors.Is(err, dlock.ErrUnavailable):
 		return fmt.Errorf("pglock: %s: %w", what, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("pglock: %s: %w: no answer from PostgreSQL within %v", what, dlock.ErrUnavailable, b.timeout)
+	case errors.Is(err, errNoSlot):
+		return fmt.Errorf("pglock: %s: %w: %w", what, dlock.ErrUnavailable, err)
 	case errors.As(err, &pe):
 		// The server answered with an error (no privilege, read-only
 		// standby, ...): the store cannot serve the request as it is.
@@ -276,11 +302,19 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		rec     dlock.Record
 		granted bool
 	)
-	err := b.call(ctx, "acquire", req.Key, func(ctx context.Context) error {
+	// A grant's validity runs from before the request, so waiting long for
+	// a connection slot would grant a lease already nearly over: wait at
+	// most half the TTL.
+	err := b.callWaiting(ctx, "acquire", req.Key, min(b.timeout, req.TTL/2), func(ctx context.Context) error {
 		var err error
 		rec, granted, err = b.acquire(ctx, req)
 		return err
 	})
+	if waiting && errors.Is(err, errNoSlot) && ctx.Err() == nil {
+		// A waiter waits on: it looks again soon, with a fresh start for
+		// its validity.
+		err, rec = nil, dlock.Record{Key: req.Key, ExpiresAt: time.Now().Add(slotPause)}
+	}
 	if waiting {
 		b.notify.settle(req.LockID, err == nil && !granted)
 	}
@@ -291,6 +325,10 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	rec.AcquiredAt, rec.ExpiresAt = sent, sent.Add(req.TTL)
 	return rec, true, nil
 }
+
+// slotPause is how long a waiting acquire that found the server full waits
+// before it asks again.
+const slotPause = 100 * time.Millisecond
 
 // acquireTries bounds how often acquire asks again when the refusal's
 // snapshot missed the holder's row.

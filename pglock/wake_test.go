@@ -106,19 +106,60 @@ func TestWakeUpWithoutPolling(t *testing.T) {
 
 // listen starts b's listening connection and waits until it listens, so
 // that a test starts from the steady state: waiters that came before it
-// listened are woken once it does, to look again.
+// listened are woken once it does, to look again. It stays subscribed
+// until the test ends, so that the connection stays.
 func listen(t *testing.T, b *pglock.Backend) {
 	t.Helper()
 	_, cancel, err := b.Subscribe(t.Context(), "warm-up")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cancel()
+	t.Cleanup(cancel)
+	waitFor(t, "the backend LISTENs", func() bool { return pglock.Listening(b) })
+}
+
+// waitFor waits until cond holds, failing t if it does not within 30s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for !pglock.Listening(b) {
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("the backend did not LISTEN within 30s")
+			t.Fatalf("waited 30s for: %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestListeningEndsWithTheWait: the connection that listened for a
+// waiter is closed once nobody in the process waits (after a linger), so
+// that a holder that had to wait keeps one connection, not two.
+func TestListeningEndsWithTheWait(t *testing.T) {
+	b := newBackend(t, newPool(t, startPostgres(t)))
+	pglock.SetLinger(b, 10*time.Millisecond)
+	c := dlock.New(b)
+	holder, err := c.TryAcquire(t.Context(), "k", dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		l   *dlock.Lock
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		l, err := c.Acquire(t.Context(), "k", dlock.WithMaxWait(time.Minute))
+		got <- result{l, err}
+	}()
+	waitFor(t, "the waiter's backend LISTENs", func() bool { return pglock.Listening(b) })
+	if err := holder.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil {
+		t.Fatalf("waiter: %v", r.err)
+	}
+	waitFor(t, "the listening connection closes once nobody waits", func() bool { return !pglock.Listening(b) })
+	if err := r.l.Release(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 }
