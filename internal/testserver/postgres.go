@@ -31,6 +31,7 @@ type Postgres struct {
 	// a real crash and restart.
 	DataDir string
 
+	dir    string // holds DataDir and socket
 	binary string
 	socket string              // its own unix_socket_directories
 	cred   *syscall.Credential // whom it runs as; nil: us
@@ -49,32 +50,50 @@ type Postgres struct {
 // PostgreSQL refuses to run as root.
 func StartPostgres(t testing.TB) *Postgres {
 	t.Helper()
-	bin := postgresBin(t)
-	cred, err := postgresUser()
+	bin, err := findPostgresBin()
+	if err != nil {
+		notInstalled(t, "postgres")
+	}
+	pg, err := launchPostgres(bin)
 	if err != nil {
 		t.Fatalf("testserver: %v", err)
+	}
+	t.Cleanup(pg.Close)
+	return pg
+}
+
+// LaunchPostgres is [StartPostgres] for a program that is not a test (the
+// benchmarks of bench/peers): it returns an error where StartPostgres
+// would skip or fail, and the caller calls [Postgres.Close] when done and
+// [RemovePostgresTemplate] before it exits.
+func LaunchPostgres() (*Postgres, error) {
+	bin, err := findPostgresBin()
+	if err != nil {
+		return nil, err
+	}
+	return launchPostgres(bin)
+}
+
+func launchPostgres(bin string) (*Postgres, error) {
+	cred, err := postgresUser()
+	if err != nil {
+		return nil, err
 	}
 	tmpl, err := postgresTemplate(bin, cred)
 	if err != nil {
-		t.Fatalf("testserver: %v", err)
+		return nil, err
 	}
 	dir, err := os.MkdirTemp(filepath.Dir(tmpl), "srv-")
 	if err != nil {
-		t.Fatalf("testserver: postgres data directory: %v", err)
+		return nil, fmt.Errorf("postgres data directory: %w", err)
 	}
 	pg := &Postgres{
 		DataDir: filepath.Join(dir, "data"),
+		dir:     dir,
 		binary:  filepath.Join(bin, "postgres"),
 		socket:  filepath.Join(dir, "sock"),
 		cred:    cred,
 	}
-	t.Cleanup(func() {
-		if pg.Process != nil {
-			pg.Process.Stop()
-		}
-		removeShm(filepath.Join(pg.DataDir, "postmaster.pid"))
-		_ = os.RemoveAll(dir)
-	})
 	err = chown(dir, cred)
 	if err == nil {
 		err = copyTree(tmpl, pg.DataDir)
@@ -86,19 +105,32 @@ func StartPostgres(t testing.TB) *Postgres {
 		err = chown(pg.socket, cred)
 	}
 	if err != nil {
-		t.Fatalf("testserver: postgres data directory: %v", err)
+		pg.Close()
+		return nil, fmt.Errorf("postgres data directory: %w", err)
 	}
-	var lastErr error
-	for try := 0; try < 5; try++ {
-		p, err := pg.start(FreePort(t))
-		if err == nil {
-			pg.Process = p
-			return pg
+	for try := 0; try < 5; try++ { // the free port may be taken in between
+		var port int
+		if port, err = freePort(); err != nil {
+			break
 		}
-		lastErr = err
+		var p *Process
+		if p, err = pg.start(port); err == nil {
+			pg.Process = p
+			return pg, nil
+		}
 	}
-	t.Fatalf("testserver: start postgres: %v", lastErr)
-	return nil
+	pg.Close()
+	return nil, fmt.Errorf("start postgres: %w", err)
+}
+
+// Close kills the server and removes its data directory. Safe to call
+// twice.
+func (pg *Postgres) Close() {
+	if pg.Process != nil {
+		pg.Process.Stop()
+	}
+	removeShm(filepath.Join(pg.DataDir, "postmaster.pid"))
+	_ = os.RemoveAll(pg.dir)
 }
 
 // Restart kills the server (SIGKILL, with its backends) and starts it
@@ -202,12 +234,10 @@ func query(ctx context.Context, dsn, sql string) (string, error) {
 	return s, err
 }
 
-// postgresBin returns the directory of the postgres and initdb programs:
-// the one on PATH, else that of the newest version in /usr/lib/postgresql
-// (Debian keeps them off PATH). It skips t (fails it when CI=true) if
-// there is none.
-func postgresBin(t testing.TB) string {
-	t.Helper()
+// findPostgresBin returns the directory of the postgres and initdb
+// programs: the one on PATH, else that of the newest version in
+// /usr/lib/postgresql (Debian keeps them off PATH).
+func findPostgresBin() (string, error) {
 	var dirs []string
 	if path, err := exec.LookPath("postgres"); err == nil {
 		dirs = append(dirs, filepath.Dir(path))
@@ -218,11 +248,10 @@ func postgresBin(t testing.TB) string {
 		_, errPostgres := exec.LookPath(filepath.Join(dir, "postgres"))
 		_, errInitdb := exec.LookPath(filepath.Join(dir, "initdb"))
 		if errPostgres == nil && errInitdb == nil {
-			return dir
+			return dir, nil
 		}
 	}
-	notInstalled(t, "postgres")
-	return ""
+	return "", errors.New("PostgreSQL not installed: no postgres and initdb on PATH or in /usr/lib/postgresql/*/bin (run ./scripts/install-test-deps)")
 }
 
 // pgVersion is the version in /usr/lib/postgresql/VERSION/bin, as a
@@ -274,6 +303,16 @@ var pgTemplate struct {
 func postgresTemplate(bin string, cred *syscall.Credential) (string, error) {
 	pgTemplate.once.Do(func() { pgTemplate.dir, pgTemplate.err = initTemplate(bin, cred) })
 	return pgTemplate.dir, pgTemplate.err
+}
+
+// RemovePostgresTemplate removes the template cluster this process made,
+// and the directory of its servers, which must all be closed. A program
+// that is not a test calls it before it exits; test binaries leave theirs
+// to the next one (see removeStale).
+func RemovePostgresTemplate() {
+	if pgTemplate.dir != "" {
+		_ = os.RemoveAll(filepath.Dir(pgTemplate.dir))
+	}
 }
 
 // initTemplate runs initdb into a new template directory. A test binary

@@ -46,12 +46,20 @@ func notInstalled(t testing.TB, name string) {
 // caller starts its server on it at once; [Start] retries on a lost race.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatalf("testserver: %v", err)
+	}
+	return port
+}
+
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("testserver: find a free port: %v", err)
+		return 0, fmt.Errorf("find a free port: %w", err)
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Process is a server started by [Start].
@@ -64,6 +72,9 @@ type Process struct {
 	mu     sync.Mutex
 	output strings.Builder
 }
+
+// Pid is the server's process id (for PostgreSQL, the postmaster's).
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
 // Signal sends sig to the server (SIGSTOP to make it hang, SIGCONT to
 // let it go on).
