@@ -15,7 +15,10 @@
 // data on /dev/shm (or on --etcd ENDPOINT, which should be a member
 // nothing else uses, since its requests are counted server-wide). Redlock
 // group: dlock's redlock and redsync, each over three more redis-servers
-// the program starts (--no-redlock skips them).
+// the program starts (--no-redlock skips them). PostgreSQL group: dlock's
+// pglock and hand-rolled session-level advisory locks, on a PostgreSQL
+// the program starts as the tests do (internal/testserver: a free
+// loopback port, data on /dev/shm, fsync off) or on --postgres DSN.
 //
 // It is a module of its own so that the peers never become dependencies
 // of dlock; it imports the scenarios from dlock's internal/bench through a
@@ -45,6 +48,7 @@ import (
 
 	"github.com/dlock-dev/dlock/filelock"
 	"github.com/dlock-dev/dlock/internal/bench"
+	"github.com/dlock-dev/dlock/internal/testserver"
 	"github.com/dlock-dev/dlock/redislock"
 	"github.com/dlock-dev/dlock/redlock"
 )
@@ -68,6 +72,8 @@ type options struct {
 	etcdAddr  string
 	noEtcd    bool
 	noRedlock bool
+	pgDSN     string
+	noPg      bool
 	dir       string
 	json      bool
 }
@@ -87,6 +93,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.etcdAddr, "etcd", "", "client URL (http://host:port) of a one-member etcd nothing else uses (default: start etcd on free ports)")
 	fs.BoolVar(&o.noEtcd, "no-etcd", false, "skip the etcd group")
 	fs.BoolVar(&o.noRedlock, "no-redlock", false, "skip the Redlock group (three more redis-servers)")
+	fs.StringVar(&o.pgDSN, "postgres", "", "URL or DSN of a PostgreSQL database nothing else locks in (default: initdb and start postgres on a free port)")
+	fs.BoolVar(&o.noPg, "no-postgres", false, "skip the PostgreSQL group")
 	fs.StringVar(&o.dir, "dir", os.TempDir(), "directory for the file group's scratch directories")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
@@ -185,6 +193,24 @@ func compare(ctx context.Context, o options, args []string, stdout, stderr io.Wr
 			endpoint = srv.endpoint
 		}
 		g, cleanup, err := etcdGroup(ctx, endpoint, floorTime, &report)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		groups = append(groups, g)
+	}
+	if !o.noPg {
+		dsn, pid := o.pgDSN, 0
+		if dsn == "" {
+			srv, err := testserver.LaunchPostgres()
+			if err != nil {
+				return fmt.Errorf("peers: %w (or pass --postgres DSN, or --no-postgres)", err)
+			}
+			defer testserver.RemovePostgresTemplate()
+			defer srv.Close()
+			dsn, pid = srv.DSN(), srv.Pid()
+		}
+		g, cleanup, err := postgresGroup(ctx, dsn, pid, floorTime, &report)
 		if err != nil {
 			return err
 		}
