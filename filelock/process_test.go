@@ -32,16 +32,11 @@ func runRole(role string, stdin *bufio.Scanner) error {
 		return err
 	}
 	key := os.Getenv("KEY")
-	ttl, err := time.ParseDuration(os.Getenv("TTL"))
+	c, err := proctest.Client(b)
 	if err != nil {
 		return err
 	}
-	c := dlock.New(b, dlock.WithTTL(ttl))
 	switch role {
-	case proctest.ContendRole:
-		return proctest.Contend(ctx, c, stdin)
-	case "hold":
-		return proctest.Hold(ctx, c, key, stdin)
 	case "pause":
 		return pause(ctx, b, c, key, stdin)
 	case "wait":
@@ -57,7 +52,7 @@ func runRole(role string, stdin *bufio.Scanner) error {
 		fmt.Println("released")
 		return nil
 	}
-	return fmt.Errorf("unknown role %q", role)
+	return proctest.Serve(ctx, b, role, stdin)
 }
 
 // pause holds key and waits for "go" on stdin; the parent stops it with

@@ -3,7 +3,6 @@ package memcachelock_test
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -29,18 +28,7 @@ func runRole(role string, stdin *bufio.Scanner) error {
 	if err != nil {
 		return err
 	}
-	ttl, err := time.ParseDuration(os.Getenv("TTL"))
-	if err != nil {
-		return err
-	}
-	c := dlock.New(b, dlock.WithTTL(ttl))
-	switch role {
-	case "hold":
-		return proctest.Hold(ctx, c, os.Getenv("KEY"), stdin)
-	case proctest.ContendRole:
-		return proctest.Contend(ctx, c, stdin)
-	}
-	return fmt.Errorf("unknown role %q", role)
+	return proctest.Serve(ctx, b, role, stdin)
 }
 
 // Processes contending for one key through memcached never overlap, and

@@ -3,7 +3,6 @@ package pglock_test
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -33,18 +32,7 @@ func runRole(role string, stdin *bufio.Scanner) error {
 		return err
 	}
 	defer b.Close()
-	ttl, err := time.ParseDuration(os.Getenv("TTL"))
-	if err != nil {
-		return err
-	}
-	c := dlock.New(b, dlock.WithTTL(ttl))
-	switch role {
-	case proctest.ContendRole:
-		return proctest.Contend(ctx, c, stdin)
-	case "hold":
-		return proctest.Hold(ctx, c, os.Getenv("KEY"), stdin)
-	}
-	return fmt.Errorf("unknown role %q", role)
+	return proctest.Serve(ctx, b, role, stdin)
 }
 
 // TestProcessesContending runs 8 processes that take one key 20 times each

@@ -144,6 +144,40 @@ func (c *Child) Kill() {
 	_ = c.Wait()
 }
 
+// HoldRole is the role of [Hold], the child [CheckKilledHolder] starts.
+const HoldRole = "hold"
+
+// Serve runs this package's roles ([ContendRole], [HoldRole], on the key
+// in the KEY variable) in a child whose store is b: what a test binary's
+// role function does once it has made its backend. The lease TTL is the
+// TTL variable's (a duration; one minute when unset).
+func Serve(ctx context.Context, b dlock.Backend, role string, stdin *bufio.Scanner) error {
+	c, err := Client(b)
+	if err != nil {
+		return err
+	}
+	switch role {
+	case ContendRole:
+		return Contend(ctx, c, stdin)
+	case HoldRole:
+		return Hold(ctx, c, os.Getenv("KEY"), stdin)
+	}
+	return fmt.Errorf("unknown role %q", role)
+}
+
+// Client is a child's client over b, with the lease TTL of the TTL
+// variable (one minute when unset).
+func Client(b dlock.Backend) (*dlock.Client, error) {
+	ttl := time.Minute
+	if v := os.Getenv("TTL"); v != "" {
+		var err error
+		if ttl, err = time.ParseDuration(v); err != nil {
+			return nil, fmt.Errorf("TTL: %w", err)
+		}
+	}
+	return dlock.New(b, dlock.WithTTL(ttl)), nil
+}
+
 // Hold is a child's role: it takes key at once and says "acquired FENCE",
 // then holds the lock until stdin closes or the parent kills it. It
 // never releases: the test is about what the lock's holder leaves behind.
@@ -158,7 +192,7 @@ func Hold(ctx context.Context, c *dlock.Client, key string, stdin *bufio.Scanner
 	return nil
 }
 
-// CheckKilledHolder starts a child in the "hold" role that takes key with
+// CheckKilledHolder starts a child in [HoldRole] that takes key with
 // lease ttl (env adds what it needs to reach the store), kills it with
 // SIGKILL once it holds the key, and checks through c, on the same store,
 // that the dead holder's lease stays until ttl: Inspect right after the
@@ -167,7 +201,7 @@ func Hold(ctx context.Context, c *dlock.Client, key string, stdin *bufio.Scanner
 func CheckKilledHolder(t *testing.T, c *dlock.Client, key string, ttl time.Duration, env ...string) {
 	t.Helper()
 	started := time.Now()
-	h := Start(t, "hold", append(env, "KEY="+key, "TTL="+ttl.String())...)
+	h := Start(t, HoldRole, append(env, "KEY="+key, "TTL="+ttl.String())...)
 	held, err := strconv.ParseUint(h.Expect("acquired"), 10, 64)
 	if err != nil {
 		t.Fatal(err)
