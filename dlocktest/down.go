@@ -9,18 +9,29 @@ import (
 	"github.com/dlock-dev/dlock"
 )
 
-// CheckStoreDown is for a backend's test after it stopped the store that
-// c's backend talks to: every operation of c, and of held (a lock c took
-// before), must fail with an error wrapping [dlock.ErrUnavailable], never
-// claim an answer ([dlock.ErrNotHeld]), and return within within.
-// Operations the backend does not offer ([dlock.ErrUnsupported]) are
-// skipped. held is released last, after a refresh and a break of its key.
-// A caller whose deadline has passed gets its context's error, not
-// ErrUnavailable. If watched is not nil (a lock c took with a short TTL
-// and [dlock.WithAutoRefresh]), its lost signal must fire within within.
-func CheckStoreDown(t *testing.T, c *dlock.Client, held, watched *dlock.Lock, within time.Duration) {
+// CheckStoreDown checks a backend whose store goes away. Through c it
+// takes key, and key+"-watched" with a TTL of a second and
+// [dlock.WithAutoRefresh], then calls stop, which must stop the store c's
+// backend talks to. Then every operation of c, and of the lock on key,
+// must fail with an error wrapping [dlock.ErrUnavailable], never claim an
+// answer ([dlock.ErrNotHeld]), and return within within. Operations the
+// backend does not offer ([dlock.ErrUnsupported]) are skipped. The lock on
+// key is released last, after a refresh and a break of its key. A caller
+// whose deadline has passed gets its context's error, not ErrUnavailable.
+// The watched lock's lost signal must fire within within, since its
+// refreshes fail.
+func CheckStoreDown(t *testing.T, c *dlock.Client, key string, stop func(), within time.Duration) {
 	t.Helper()
-	key, other := held.Key(), held.Key()+"-other"
+	held, err := c.TryAcquire(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watched, err := c.TryAcquire(t.Context(), key+"-watched", dlock.WithTTL(time.Second), dlock.WithAutoRefresh(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	other := key + "-other"
 	ops := []struct {
 		name string
 		op   func(ctx context.Context) error
@@ -64,9 +75,6 @@ func CheckStoreDown(t *testing.T, c *dlock.Client, held, watched *dlock.Lock, wi
 		t.Errorf("TryAcquire past the caller's deadline: %v, want context.DeadlineExceeded", err)
 	}
 
-	if watched == nil {
-		return
-	}
 	select {
 	case <-watched.Done():
 		if err := watched.Err(); !errors.Is(err, dlock.ErrLockLost) {

@@ -42,18 +42,7 @@ func eventually(t *testing.T, patience time.Duration, what string, cond func() b
 func TestServerDown(t *testing.T) {
 	srv := testserver.StartEtcd(t)
 	b := newBackend(t, newClient(t, srv), etcdlock.WithTimeout(300*time.Millisecond))
-	c := dlock.New(b)
-	held, err := c.TryAcquire(t.Context(), "down")
-	if err != nil {
-		t.Fatal(err)
-	}
-	watched, err := c.TryAcquire(t.Context(), "watched", dlock.WithTTL(time.Second), dlock.WithAutoRefresh(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Stop()
-
-	dlocktest.CheckStoreDown(t, c, held, watched, within)
+	dlocktest.CheckStoreDown(t, dlock.New(b), "down", srv.Stop, within)
 }
 
 // TestRestartKeepsLeases: etcd keeps keys, leases and its revision on disk,

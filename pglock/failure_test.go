@@ -29,18 +29,7 @@ const within = 5 * time.Second
 func TestServerDown(t *testing.T) {
 	srv := testserver.StartPostgres(t)
 	b := newBackend(t, newPool(t, srv.DSN()), pglock.WithTimeout(300*time.Millisecond))
-	c := dlock.New(b)
-	held, err := c.TryAcquire(t.Context(), "down")
-	if err != nil {
-		t.Fatal(err)
-	}
-	watched, err := c.TryAcquire(t.Context(), "watched", dlock.WithTTL(time.Second), dlock.WithAutoRefresh(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Stop()
-
-	dlocktest.CheckStoreDown(t, c, held, watched, within)
+	dlocktest.CheckStoreDown(t, dlock.New(b), "down", srv.Stop, within)
 }
 
 // TestRestartKeepsLeases: PostgreSQL keeps committed rows and the
