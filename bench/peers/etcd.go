@@ -155,30 +155,17 @@ func etcdFloor(ctx context.Context, cli *clientv3.Client, key string, d time.Dur
 	if err != nil {
 		return bench.Floor{}, fmt.Errorf("not reachable: %w", err)
 	}
-	var h bench.Histogram
-	begin := time.Now()
-	for deadline := begin.Add(d); ctx.Err() == nil && time.Now().Before(deadline); {
-		t0 := time.Now()
+	fl, err := bench.MeasureFloor(ctx, "etcd", "Put "+key+" + Delete "+key+" (two round trips, two raft writes)", d, func() error {
 		if _, err := cli.Put(ctx, key, "x"); err != nil {
-			return bench.Floor{}, fmt.Errorf("floor: %w", err)
+			return err
 		}
-		if _, err := cli.Delete(ctx, key); err != nil {
-			return bench.Floor{}, fmt.Errorf("floor: %w", err)
-		}
-		h.Record(time.Since(t0))
+		_, err := cli.Delete(ctx, key)
+		return err
+	})
+	if err != nil && ctx.Err() == nil {
+		err = fmt.Errorf("floor: %w", err)
 	}
-	if err := ctx.Err(); err != nil {
-		return bench.Floor{}, err
-	}
-	elapsed := time.Since(begin)
-	return bench.Floor{
-		Name:           "etcd",
-		Detail:         "Put " + key + " + Delete " + key + " (two round trips, two raft writes)",
-		Elapsed:        elapsed,
-		Pairs:          h.Count(),
-		PairsPerSecond: float64(h.Count()) / elapsed.Seconds(),
-		Latency:        h.Summary(),
-	}, nil
+	return fl, err
 }
 
 // mutexPrefix starts the etcd keys of the etcd-mutex subject.

@@ -172,30 +172,17 @@ func postgresFloor(ctx context.Context, pool *pgxpool.Pool, key string, d time.D
 	}
 	defer conn.Release()
 	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS dlock_peers_floor`) }()
-	var h bench.Histogram
-	begin := time.Now()
-	for deadline := begin.Add(d); ctx.Err() == nil && time.Now().Before(deadline); {
-		t0 := time.Now()
+	fl, err := bench.MeasureFloor(ctx, "postgres", "INSERT "+key+" + DELETE "+key+" (two round trips, two commits)", d, func() error {
 		if _, err := conn.Exec(ctx, `INSERT INTO dlock_peers_floor (key) VALUES ($1)`, key); err != nil {
-			return bench.Floor{}, fmt.Errorf("floor: %w", err)
+			return err
 		}
-		if _, err := conn.Exec(ctx, `DELETE FROM dlock_peers_floor WHERE key = $1`, key); err != nil {
-			return bench.Floor{}, fmt.Errorf("floor: %w", err)
-		}
-		h.Record(time.Since(t0))
+		_, err := conn.Exec(ctx, `DELETE FROM dlock_peers_floor WHERE key = $1`, key)
+		return err
+	})
+	if err != nil && ctx.Err() == nil {
+		err = fmt.Errorf("floor: %w", err)
 	}
-	if err := ctx.Err(); err != nil {
-		return bench.Floor{}, err
-	}
-	elapsed := time.Since(begin)
-	return bench.Floor{
-		Name:           "postgres",
-		Detail:         "INSERT " + key + " + DELETE " + key + " (two round trips, two commits)",
-		Elapsed:        elapsed,
-		Pairs:          h.Count(),
-		PairsPerSecond: float64(h.Count()) / elapsed.Seconds(),
-		Latency:        h.Summary(),
-	}, nil
+	return fl, err
 }
 
 // advisorySubject is the lock most programs on PostgreSQL write for

@@ -16,9 +16,9 @@ type Floor struct {
 	Latency        Summary       `json:"latency"` // per pair
 }
 
-// measureFloor calls pair repeatedly for d (or until ctx is done or pair
+// MeasureFloor calls pair repeatedly for d (or until ctx is done or pair
 // fails) and summarises it.
-func measureFloor(ctx context.Context, name, detail string, d time.Duration, pair func() error) (Floor, error) {
+func MeasureFloor(ctx context.Context, name, detail string, d time.Duration, pair func() error) (Floor, error) {
 	var h Histogram
 	begin := time.Now()
 	deadline := begin.Add(d)

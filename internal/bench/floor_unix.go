@@ -47,7 +47,7 @@ func FileFloor(ctx context.Context, dir string, d time.Duration) (Floor, error) 
 		}
 		return unix.Flock(fd, unix.LOCK_UN)
 	}
-	fl, err := measureFloor(ctx, "file", "2 x (flock, statx, pread, pwrite, unlock) on a cached descriptor in "+filepath.Clean(dir), d,
+	fl, err := MeasureFloor(ctx, "file", "2 x (flock, statx, pread, pwrite, unlock) on a cached descriptor in "+filepath.Clean(dir), d,
 		func() error {
 			if err := change(); err != nil {
 				return err

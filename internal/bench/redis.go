@@ -18,7 +18,7 @@ import (
 // the least over this network and server, with no script and no
 // compare-and-delete.
 func RedisFloor(ctx context.Context, c redis.UniversalClient, key string, d time.Duration) (Floor, error) {
-	fl, err := measureFloor(ctx, "redis", "SET "+key+" + DEL "+key+" (two round trips)", d, func() error {
+	fl, err := MeasureFloor(ctx, "redis", "SET "+key+" + DEL "+key+" (two round trips)", d, func() error {
 		if err := c.Set(ctx, key, "x", time.Minute).Err(); err != nil {
 			return err
 		}
