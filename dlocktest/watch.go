@@ -3,6 +3,8 @@ package dlocktest
 import (
 	"context"
 	"sync"
+	"testing"
+	"time"
 
 	"github.com/dlock-dev/dlock"
 )
@@ -101,4 +103,33 @@ func WatchWaits(b dlock.Backend, n int) (dlock.Backend, <-chan string) {
 		default:
 		}
 	}), waits
+}
+
+// StartWaiters starts n goroutines that each wait for key in Acquire, on
+// clients over b with lease ttl, and returns once every one of them waits
+// (see [WatchWaits]). Their locks come on the channel as they are granted:
+// nil for one whose Acquire failed, which reports its error on t.
+func StartWaiters(ctx context.Context, t testing.TB, b dlock.Backend, key string, n int, ttl time.Duration) <-chan *dlock.Lock {
+	t.Helper()
+	watched, waits := WatchWaits(b, 4*n)
+	grants := make(chan *dlock.Lock, n)
+	for range n {
+		go func() {
+			l, err := dlock.New(watched).Acquire(ctx, key, dlock.WithTTL(ttl))
+			if err != nil {
+				t.Error(err)
+			}
+			grants <- l
+		}()
+	}
+	waiting := make(map[string]bool, n)
+	for len(waiting) < n {
+		select {
+		case id := <-waits:
+			waiting[id] = true
+		case <-ctx.Done():
+			t.Fatalf("only %d of %d waiters waited: %v", len(waiting), n, ctx.Err())
+		}
+	}
+	return grants
 }

@@ -65,26 +65,13 @@ func TestWakeUpWithoutPolling(t *testing.T) {
 	const waiters = 32
 	srv := testserver.StartEtcd(t)
 	b := newBackend(t, newClient(t, srv))
-	watched, waiting := dlocktest.WatchWaits(b, 1024)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	holder, err := dlock.New(b).TryAcquire(ctx, "job", dlock.WithTTL(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
-	grants := make(chan *dlock.Lock, waiters)
-	for range waiters {
-		go func() {
-			l, err := dlock.New(watched).Acquire(ctx, "job", dlock.WithTTL(time.Minute))
-			if err != nil {
-				t.Error(err)
-			}
-			grants <- l
-		}()
-	}
-	for range waiters {
-		<-waiting // each waiter was refused and has subscribed
-	}
+	grants := dlocktest.StartWaiters(ctx, t, b, "job", waiters, time.Minute)
 
 	// A polling waiter with the default backoff (at most 100ms) would
 	// make 32*3 attempts in this time.
