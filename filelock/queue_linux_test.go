@@ -56,6 +56,52 @@ func waitQueued(t *testing.T, dir, key string, n uint64) {
 	waitFor(t, "ticket "+strconv.FormatUint(n-1, 10)+" is taken", func() bool { return queueNext(t, dir, key) >= n })
 }
 
+// stopOutsideFlock stops c's process (SIGSTOP) at a moment when it does
+// not hold the flock of the key file at path. Stopped inside its short
+// locked section, it would hold up every process that uses the key, which
+// is not what the test is about: a waiter that has taken its ticket may
+// still be finishing that section, or look at the key once more.
+func stopOutsideFlock(t *testing.T, c *proctest.Child, path string) {
+	t.Helper()
+	waitFor(t, "the process is stopped outside the key's flock", func() bool {
+		if err := c.Process().Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "every thread of the process has stopped", func() bool { return stopped(t, c.Pid()) })
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			_ = c.Process().Signal(syscall.SIGCONT) // inside: let it finish
+			return false
+		}
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		return true
+	})
+}
+
+// stopped reports whether every thread of process pid is stopped.
+func stopped(t *testing.T, pid int) bool {
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + task.Name() + "/stat")
+		if err != nil {
+			return false // a thread that just exited
+		}
+		// The state follows the command name, which is in parentheses.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 || i+2 >= len(stat) || (stat[i+2] != 'T' && stat[i+2] != 't') {
+			return false
+		}
+	}
+	return true
+}
+
 // waitHolder waits until key is held by someone other than notPID and
 // returns the lease.
 func waitHolder(t *testing.T, b dlock.Backend, key string, notPID int) dlock.Record {
@@ -163,9 +209,7 @@ func TestStoppedFirstInLineIsPassed(t *testing.T) {
 	}
 	first := proctest.Start(t, "wait", "DIR="+dir, "KEY="+key, "TTL=1h")
 	waitQueued(t, dir, key, 1)
-	if err := first.Process().Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopOutsideFlock(t, first, keyFile(dir, key))
 	t.Cleanup(func() { _ = first.Process().Signal(syscall.SIGCONT) })
 	second := proctest.Start(t, "wait", "DIR="+dir, "KEY="+key, "TTL=1h")
 	waitQueued(t, dir, key, 2)
