@@ -1,7 +1,8 @@
 // Package dlocktest is the conformance suite every dlock backend must pass,
-// a check of a backend with its store stopped ([CheckStoreDown]), and a
-// fault-injecting backend wrapper ([Faulty]) for tests of code that uses
-// dlock.
+// a check of a backend with its store stopped ([CheckStoreDown]), helpers
+// for tests that count a backend's wake-ups ([WatchWaits], [StartWaiters]),
+// and a fault-injecting backend wrapper ([Faulty]) for tests of code that
+// uses dlock.
 //
 // A backend's test calls [Run] with a function that returns a fresh backend
 // on a real store (a new directory, a flushed database, a server started for
