@@ -77,13 +77,18 @@
 // than all of them; a waiter that leaves before it looks again hands its
 // wake-up on. When the listening connection fails it reconnects, and once
 // it listens again every waiter looks again, for the releases it missed.
-// Waiters also look again at the holder's expiry. LISTEN needs a session:
+// Waiters also look again at the holder's expiry. The listening connection
+// is taken out of the pool while there are waiters (and for a second
+// after the last one leaves), so a waiting process uses two connections;
+// when a statement finds the server full, the listening connection gives
+// its slot up until a statement gets one again. LISTEN needs a session:
 // point the pool at PostgreSQL or at a pooler in session mode (PgBouncer
 // in transaction mode does not deliver notifications; waiters then wake
 // only at the holder's expiry).
 //
 // There is no FIFO queue: when a key is released, one waiter per process
-// looks, and the first to reach the server takes it.
+// looks, and the first to reach the server takes it. Many waiting
+// processes are a herd: each release costs one acquire in each of them.
 //
 // # Failures
 //
@@ -91,7 +96,9 @@
 // caller's deadline is sooner. A server that refuses a connection for now
 // (all its connection slots taken, as when many dlock processes start at
 // once, or starting up) is asked again, with a growing pause, within that
-// bound: nothing was sent. A server that is down, a connection that
+// bound: nothing was sent. An acquire waits for a slot at most half its
+// TTL, since its validity counts from before the request; a waiting
+// acquire that got none waits on and asks again. A server that is down, a connection that
 // breaks and an error the server answers with (a missing privilege, a
 // read-only standby) fail with [dlock.ErrUnavailable]; the caller's own
 // context error is returned as it is. A held lock whose refreshes fail
