@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,7 @@ type listener struct {
 	mu        sync.Mutex
 	byKey     map[string][]*sub // in the order they came
 	byID      map[string]*sub   // by waiting lock id
+	entered   map[string]bool   // keys whose waiters in the database name this backend
 	listening bool              // LISTEN is in effect on the connection
 	running   bool
 	closed    bool
@@ -66,7 +68,7 @@ type sub struct {
 
 func newListener(b *Backend) *listener {
 	return &listener{
-		b: b, byKey: map[string][]*sub{}, byID: map[string]*sub{},
+		b: b, byKey: map[string][]*sub{}, byID: map[string]*sub{}, entered: map[string]bool{},
 		linger: linger, kick: make(chan struct{}, 1),
 	}
 }
@@ -86,13 +88,21 @@ func (l *listener) arm(key, id string) {
 }
 
 // settle records that the attempt of id ended: refused (it now sleeps),
-// or else granted or failed (it leaves, unless subscribed).
-func (l *listener) settle(id string, refused bool) {
+// or else granted or failed (it leaves, unless subscribed). entered: the
+// statement put this backend among the key's waiters; left: it took it
+// out.
+func (l *listener) settle(id string, refused, entered, left bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.byID[id]
 	if s == nil {
 		return
+	}
+	if entered {
+		l.entered[s.key] = true
+	}
+	if left {
+		delete(l.entered, s.key)
 	}
 	s.inFlight = false
 	if !refused && !s.subscribed {
@@ -120,6 +130,12 @@ func (l *listener) remove(s *sub) {
 	}
 	if s.woken {
 		l.wakeNext(s.key)
+	}
+	if len(l.byKey[s.key]) == 0 && l.entered[s.key] {
+		// The last waiter of the key here gave up: out of the key's
+		// waiters, so that releases name backends where someone waits.
+		delete(l.entered, s.key)
+		go l.b.leave(s.key)
 	}
 	if len(l.byKey) == 0 && l.drop != nil && l.idle == nil {
 		l.idle = time.AfterFunc(l.linger, l.dropIfIdle)
@@ -213,8 +229,15 @@ func (l *listener) subscribe(key, id string) (<-chan struct{}, func(), error) {
 	return s.ch, cancel, nil
 }
 
-// deliver wakes the waiters of key a release concerns.
-func (l *listener) deliver(key string) {
+// deliver wakes the waiters of the key a notification concerns. Its
+// payload is the key, then, from a release, the names of the backends
+// whose waiters have waited longest, one a line: if this backend is named,
+// its longest sleeper of the key is woken, and otherwise nobody but the
+// attempts in flight. Without names (the key had no waiters the release
+// saw, or a break, cleanup or shortening refresh), the longest sleeper of
+// the key in each backend is woken.
+func (l *listener) deliver(payload string) {
+	key, ids, named := strings.Cut(payload, "\n")
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, s := range l.byKey[key] {
@@ -222,8 +245,52 @@ func (l *listener) deliver(key string) {
 			s.wake()
 		}
 	}
-	l.wakeNext(key)
+	if !named {
+		l.wakeNext(key)
+		return
+	}
+	// Named second, this backend gives the first, which may have died, a
+	// head start.
+	first := true
+	for name := range strings.SplitSeq(ids, "\n") {
+		switch {
+		case name != l.b.waiter:
+		case first:
+			l.wakeNext(key)
+		default:
+			time.AfterFunc(headStart, func() {
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				l.wakeNext(key)
+			})
+		}
+		first = false
+	}
 }
+
+// isEntered reports whether this backend is among key's waiters in the
+// database, as far as it knows.
+func (l *listener) isEntered(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.entered[key]
+}
+
+// others reports whether waiters of key other than id wait here.
+func (l *listener) others(key, id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.byKey[key] {
+		if s.id != id {
+			return true
+		}
+	}
+	return false
+}
+
+// headStart is how long a waiter a release named second waits for the
+// first, in another process, to take the key before it looks itself.
+const headStart = 50 * time.Millisecond
 
 // wakeNext wakes the longest-waiting sleeper of key that was not woken
 // yet (one refused but not yet subscribed counts: it finds the wake-up

@@ -21,7 +21,7 @@ func newTestListener() *listener {
 func waitOn(t *testing.T, l *listener, key, id string) (<-chan struct{}, func()) {
 	t.Helper()
 	l.arm(key, id)
-	l.settle(id, true)
+	l.settle(id, true, false, false)
 	ch, cancel, err := l.subscribe(key, id)
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +53,7 @@ func TestReleaseWakesOldestSleeperOnly(t *testing.T) {
 	// a looks again and is refused (another process took the key): the
 	// next release is a's again, first come first served.
 	l.arm("k", "a")
-	l.settle("a", true)
+	l.settle("a", true, false, false)
 	l.deliver("k")
 	if !woken(a) || woken(b) {
 		t.Fatal("the next release did not wake the longest waiter again")
@@ -61,7 +61,7 @@ func TestReleaseWakesOldestSleeperOnly(t *testing.T) {
 	// a looks again, is granted and stops waiting: the release after
 	// that is b's.
 	l.arm("k", "a")
-	l.settle("a", false)
+	l.settle("a", false, false, false)
 	cancelA()
 	if woken(b) {
 		t.Fatal("a waiter that was granted woke the next one")
@@ -77,7 +77,7 @@ func TestReleaseWakesAttemptInFlight(t *testing.T) {
 	a, _ := waitOn(t, l, "k", "a")
 	l.arm("k", "a") // looking again when the release comes
 	l.deliver("k")
-	l.settle("a", true) // refused: it saw the key before the release
+	l.settle("a", true, false, false) // refused: it saw the key before the release
 	if !woken(a) {
 		t.Fatal("a waiter refused by a look that raced a release was not woken")
 	}
@@ -97,7 +97,7 @@ func TestWokenWaiterLeavingHandsOn(t *testing.T) {
 func TestRefusedNotYetSubscribedIsWoken(t *testing.T) {
 	l := newTestListener()
 	l.arm("k", "a")
-	l.settle("a", true)
+	l.settle("a", true, false, false)
 	l.deliver("k") // between the refusal and Subscribe
 	ch, _, err := l.subscribe("k", "a")
 	if err != nil {
@@ -116,7 +116,7 @@ func TestNotListeningWakesOnSubscribeAndReconnect(t *testing.T) {
 		t.Fatal("a waiter whose attempt nobody heard was not woken by subscribing")
 	}
 	l.arm("k", "a") // it looked again, still unheard
-	l.settle("a", true)
+	l.settle("a", true, false, false)
 	l.setListening(true)
 	if !woken(a) {
 		t.Fatal("a waiter unheard since it looked was not woken once the backend listened")
@@ -134,7 +134,7 @@ func TestNotListeningWakesOnSubscribeAndReconnect(t *testing.T) {
 func TestGrantedWaiterLeaves(t *testing.T) {
 	l := newTestListener()
 	l.arm("k", "a")
-	l.settle("a", false) // granted at once: no Subscribe follows
+	l.settle("a", false, false, false) // granted at once: no Subscribe follows
 	if len(l.byID) != 0 || len(l.byKey) != 0 {
 		t.Fatalf("a granted attempt left %d waiters behind", len(l.byID))
 	}

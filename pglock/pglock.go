@@ -2,7 +2,9 @@ package pglock
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -99,6 +101,7 @@ type Backend struct {
 	setupMu sync.Mutex // one setup at a time in this process
 
 	notify *listener
+	waiter string // this backend's name among a key's waiters
 }
 
 // New returns a backend over pool, which stays the caller's: [Backend.Close]
@@ -119,10 +122,13 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Backend, error) {
 	b := &Backend{
 		pool:    pool,
 		timeout: o.timeout,
-		sql:     newStatements(quote(o.table), quote(o.table+"_fence"), quote(o.table+"_void")),
+		sql:     newStatements(quote(o.table), quote(o.table+"_fence"), quote(o.table+"_void"), quote(o.table+"_waiters")),
 		channel: "dlock:" + o.table,
 		setup:   "dlock:" + o.table,
 	}
+	var name [8]byte
+	_, _ = rand.Read(name[:])
+	b.waiter = hex.EncodeToString(name[:])
 	b.notify = newListener(b)
 	return b, nil
 }
@@ -297,6 +303,9 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		// Subscribe after a refusal misses none.
 		b.notify.arm(req.Key, req.LockID)
 	}
+	// Whether other waiters of the key wait here decides whether a grant
+	// keeps this backend among the key's waiters.
+	others := waiting && b.notify.others(req.Key, req.LockID)
 	sent := time.Now()
 	var (
 		rec     dlock.Record
@@ -307,16 +316,20 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	// most half the TTL.
 	err := b.callWaiting(ctx, "acquire", req.Key, min(b.timeout, req.TTL/2), func(ctx context.Context) error {
 		var err error
-		rec, granted, err = b.acquire(ctx, req)
+		rec, granted, err = b.acquire(ctx, req, waiting, others)
 		return err
 	})
+	// Refused by the statement, a waiter puts its backend among the key's
+	// waiters; granted, it takes it out unless others wait here.
+	entered := waiting && err == nil && !granted
+	left := waiting && granted && !others
 	if waiting && errors.Is(err, errNoSlot) && ctx.Err() == nil {
 		// A waiter waits on: it looks again soon, with a fresh start for
 		// its validity.
 		err, rec = nil, dlock.Record{Key: req.Key, ExpiresAt: time.Now().Add(slotPause)}
 	}
 	if waiting {
-		b.notify.settle(req.LockID, err == nil && !granted)
+		b.notify.settle(req.LockID, err == nil && !granted, entered, left)
 	}
 	if err != nil || !granted {
 		return rec, false, err
@@ -324,6 +337,16 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	rec.Key, rec.LockID, rec.Owner = req.Key, req.LockID, req.Owner
 	rec.AcquiredAt, rec.ExpiresAt = sent, sent.Add(req.TTL)
 	return rec, true, nil
+}
+
+// leave takes this backend out of key's waiters once its last waiter of
+// the key gave up. Best effort: a backend left there is named by releases
+// only until its grace passes, and the second backend a release names
+// looks too.
+func (b *Backend) leave(key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	_, _ = b.pool.Exec(ctx, b.sql.leave, key, b.waiter)
 }
 
 // slotPause is how long a waiting acquire that found the server full waits
@@ -334,13 +357,21 @@ const slotPause = 100 * time.Millisecond
 // snapshot missed the holder's row.
 const acquireTries = 5
 
-func (b *Backend) acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
+func (b *Backend) acquire(ctx context.Context, req dlock.AcquireRequest, waiting, others bool) (dlock.Record, bool, error) {
 	token := hash(req.Token)
+	statement, args := b.sql.acquire, []any{req.Key, token, req.LockID, micros(req.TTL),
+		req.Owner.Host, int64(req.Owner.PID), req.Owner.Label}
+	asWaiter := func() { statement, args = b.sql.acquireWaiting, append(args, b.waiter, others) }
+	// A waiter asks as one, which costs the server more, only once this
+	// backend is among the key's waiters or the key was refused to it: a
+	// free key is taken by the plain statement.
+	if waiting && b.notify.isEntered(req.Key) {
+		asWaiter()
+	}
 	for try := 1; ; try++ {
 		var state int
 		var r row
-		err := b.pool.QueryRow(ctx, b.sql.acquire, req.Key, token, req.LockID, micros(req.TTL),
-			req.Owner.Host, int64(req.Owner.PID), req.Owner.Label).Scan(append([]any{&state}, r.dest()...)...)
+		err := b.pool.QueryRow(ctx, statement, args...).Scan(append([]any{&state}, r.dest()...)...)
 		if err != nil {
 			return dlock.Record{}, false, err
 		}
@@ -350,7 +381,12 @@ func (b *Backend) acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		case state == 3:
 			// Only a caller that already gave up on this token sees this.
 			return dlock.Record{}, false, fmt.Errorf("%w: token already released", dlock.ErrNotAcquired)
-		case state == 2 && r.leftUs > 0, try == acquireTries:
+		case waiting && statement == b.sql.acquire && (state == 2 && r.leftUs > 0 || try >= acquireTries):
+			// Refused: ask again as a waiter, which enters the key's
+			// waiters.
+			asWaiter()
+			continue
+		case state == 2 && r.leftUs > 0, try >= acquireTries:
 			// The holder; after the last try, whatever the snapshot showed
 			// (a waiter then looks again at once, or in a second).
 			return r.record(time.Now()), false, nil

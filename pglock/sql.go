@@ -7,7 +7,7 @@ import "fmt"
 // the backend sends it in one round trip; pgx prepares each on a
 // connection the first time it runs there and reuses it after.
 type statements struct {
-	setup, acquire, refresh, release, inspect, list, stats, cleanup, breakLock string
+	setup, acquire, acquireWaiting, leave, refresh, release, inspect, list, stats, cleanup, breakLock string
 }
 
 // columns is the public part of a row as the scan in record.go reads it:
@@ -17,9 +17,9 @@ const columns = `key, lock_id, fence, host, pid, label,
   (extract(epoch FROM now_ - acquired_at) * 1000000)::bigint,
   (extract(epoch FROM expires_at - now_) * 1000000)::bigint`
 
-// newStatements fills in the statements for table, its fence sequence and
-// its void table (quoted, maybe schema-qualified).
-func newStatements(table, fence, void string) statements {
+// newStatements fills in the statements for table, its fence sequence,
+// its void table and its waiters table (quoted, maybe schema-qualified).
+func newStatements(table, fence, void, waiters string) statements {
 	// t is the table as l beside the server's time as now_, for columns:
 	// read once, since a volatile function in a subquery of the table
 	// would keep its index from being used.
@@ -46,7 +46,14 @@ CREATE SEQUENCE IF NOT EXISTS %[2]s AS bigint;
 CREATE TABLE IF NOT EXISTS %[3]s (
   token bytea       PRIMARY KEY,
   until timestamptz NOT NULL
-)`, table, fence, void),
+);
+CREATE TABLE IF NOT EXISTS %[4]s (
+  key    text COLLATE "C" NOT NULL,
+  waiter text        NOT NULL,
+  since  timestamptz NOT NULL,
+  until  timestamptz NOT NULL,
+  PRIMARY KEY (key, waiter)
+)`, table, fence, void, waiters),
 
 		// acquire: $1 key, $2 token hash, $3 lock id, $4 TTL µs, $5 host,
 		// $6 pid, $7 label. It inserts the lease if the key has no row
@@ -67,29 +74,21 @@ CREATE TABLE IF NOT EXISTS %[3]s (
 		// without it, an acquire that drew its fence and then stalled
 		// could insert it after a later grant of the key had come and
 		// gone, and the fence would go down.
-		acquire: fmt.Sprintf(`
-WITH lk AS (SELECT pg_advisory_xact_lock(%[5]d, hashtext($1))),
-n AS (SELECT clock_timestamp() AS now_ FROM lk WHERE NOT EXISTS (SELECT 1 FROM %[3]s WHERE token = $2)),
-ins AS (
-  INSERT INTO %[1]s (key, token, lock_id, fence, acquired_at, expires_at, host, pid, label)
-  SELECT $1, $2, $3, nextval('%[2]s'), n.now_, n.now_ + $4::bigint * interval '1 microsecond', $5, $6, $7
-  FROM n ON CONFLICT (key) DO NOTHING
-  RETURNING fence
-),
-upd AS (
-  UPDATE %[1]s x SET token = $2, lock_id = $3, fence = nextval('%[2]s'), acquired_at = n.now_,
-    expires_at = n.now_ + $4::bigint * interval '1 microsecond', host = $5, pid = $6, label = $7
-  FROM n WHERE x.key = $1 AND x.expires_at <= clock_timestamp()
-  RETURNING x.fence
-)
-SELECT 1, '', '', fence, '', 0::bigint, '', 0::bigint, 0::bigint FROM ins
-UNION ALL
-SELECT 1, '', '', fence, '', 0::bigint, '', 0::bigint, 0::bigint FROM upd
-UNION ALL
-SELECT CASE WHEN l.key IS NOT NULL THEN 2
-            WHEN EXISTS (SELECT 1 FROM %[3]s WHERE token = $2) THEN 3 ELSE 0 END, %[4]s
-FROM (SELECT clock_timestamp() AS now_ FROM lk) r LEFT JOIN %[1]s l ON l.key = $1
-WHERE NOT EXISTS (SELECT 1 FROM ins) AND NOT EXISTS (SELECT 1 FROM upd)`, table, fence, void, columnsOr(), lockClass),
+		acquire: acquireSQL(table, fence, void, ""),
+		// acquireWaiting is acquire for a waiter; $8 is its backend's
+		// waiter name, $9 whether other waiters of the key wait in that
+		// backend. Refused, the backend enters the key's waiters (until
+		// the holder's expiry and a grace), so that a release wakes one of
+		// its waiters by naming it. Granted, the backend goes to the back
+		// of the line if others wait in it and other backends wait too,
+		// else it leaves. It writes only
+		// when it enters, leaves or moves, or when its time there must
+		// grow by more than waiterSlack.
+		acquireWaiting: acquireSQL(table, fence, void, waiters),
+
+		// leave: $1 key, $2 waiter name. The backend's last waiter of the
+		// key gave up.
+		leave: fmt.Sprintf(`DELETE FROM %s WHERE key = $1 AND waiter = $2`, waiters),
 
 		// refresh: $1 key, $2 token hash, $3 TTL µs, $4 channel. A refresh
 		// that ends the lease sooner than before wakes the key's waiters,
@@ -107,15 +106,21 @@ FROM u l`, table, columns),
 		// release: $1 key, $2 token hash, $3 channel. A token that does not
 		// hold the key is marked void for voidTTL, so that an acquire with
 		// it still in flight (its caller gave up) is refused when it lands
-		// instead of taking the key.
+		// instead of taking the key. The notification names the key and
+		// the backends of its wakeOnRelease longest waiters, one a line.
 		release: fmt.Sprintf(`
 WITH d AS (DELETE FROM %[1]s WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp() RETURNING key),
 v AS (
   INSERT INTO %[2]s (token, until)
   SELECT $2, clock_timestamp() + interval '%[3]s' WHERE NOT EXISTS (SELECT 1 FROM d)
   ON CONFLICT (token) DO UPDATE SET until = excluded.until
+),
+stale AS (DELETE FROM %[4]s WHERE key = $1 AND until <= clock_timestamp() AND EXISTS (SELECT 1 FROM d)),
+heads AS (
+  SELECT coalesce(string_agg(E'\n' || waiter, '' ORDER BY since), '') AS ids
+  FROM (SELECT waiter, since FROM %[4]s WHERE key = $1 AND until > clock_timestamp() ORDER BY since LIMIT %[5]d) h
 )
-SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM (SELECT pg_notify($3, key) FROM d) w)`, table, void, voidTTL),
+SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM (SELECT pg_notify($3, key || heads.ids) FROM d, heads) w)`, table, void, voidTTL, waiters, wakeOnRelease),
 
 		inspect: fmt.Sprintf(`SELECT %s FROM %s WHERE l.key = $1 AND l.expires_at > now_`, columns, t),
 
@@ -128,11 +133,13 @@ FROM %s, (SELECT clock_timestamp() AS t) n`, table),
 
 		// cleanup: $1 channel. Removes expired leases (a live one, even one
 		// taken over while this runs, is never removed: the condition is
-		// checked again on the newest row) and void marks past their time.
+		// checked again on the newest row), and void marks and waiters past
+		// their time.
 		cleanup: fmt.Sprintf(`
 WITH d AS (DELETE FROM %[1]s WHERE expires_at <= clock_timestamp() RETURNING key),
-v AS (DELETE FROM %[2]s WHERE until <= clock_timestamp())
-SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM (SELECT pg_notify($1, key) FROM d) w)`, table, void),
+v AS (DELETE FROM %[2]s WHERE until <= clock_timestamp()),
+w AS (DELETE FROM %[3]s WHERE until <= clock_timestamp())
+SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM (SELECT pg_notify($1, key) FROM d) n)`, table, void, waiters),
 
 		// breakLock: $1 key, $2 channel. Frees a live lease whatever its
 		// token and returns it.
@@ -160,6 +167,80 @@ func columnsOr() string {
 // locks are a space apart from the one-part ones programs use most.
 const lockClass = 0x646c6b // "dlk"
 
+// wakeOnRelease is how many of a key's longest waiting backends a release
+// names: the first takes the key; the second is there in case the first
+// has died without leaving (it would be named until its grace passes).
+const wakeOnRelease = 2
+
 // voidTTL is how long a void mark lasts: far longer than a request can
 // wait in a socket buffer or on a row lock.
 const voidTTL = "10 minutes"
+
+// acquireSQL is the acquire statement (see newStatements), and with
+// waiters, a waiting acquire's.
+func acquireSQL(table, fence, void, waiters string) string {
+	// Every acquire that may write takes the key's advisory lock (see
+	// newStatements). A waiter's is usually refused, and refusals do more
+	// work here: one that sees a live lease in its snapshot can only be
+	// refused, so it takes no lock and does not hold up the acquires that
+	// may take the key.
+	lock := fmt.Sprintf(`lk AS (SELECT pg_advisory_xact_lock(%d, hashtext($1))),`, lockClass)
+	fromLock := "FROM lk"
+	enter := ""
+	if waiters != "" {
+		lock = fmt.Sprintf(`live AS MATERIALIZED (SELECT 1 FROM %s WHERE key = $1 AND expires_at > clock_timestamp()),
+lk AS (SELECT pg_advisory_xact_lock(%d, hashtext($1)) WHERE NOT EXISTS (SELECT 1 FROM live)),`, table, lockClass)
+		fromLock = ""
+		enter = fmt.Sprintf(`,
+won AS (SELECT 1 FROM ins UNION ALL SELECT 1 FROM upd),
+gone AS (DELETE FROM %[1]s WHERE key = $1 AND waiter = $8 AND NOT $9::boolean AND EXISTS (SELECT 1 FROM won)),
+turn AS (
+  UPDATE %[1]s SET since = clock_timestamp() WHERE key = $1 AND waiter = $8 AND $9::boolean AND EXISTS (SELECT 1 FROM won)
+    AND EXISTS (SELECT 1 FROM %[1]s o WHERE o.key = $1 AND o.waiter <> $8 AND o.until > clock_timestamp())
+),
+due AS (
+  SELECT greatest(clock_timestamp(), (SELECT max(expires_at) FROM %[2]s WHERE key = $1)) + interval '%[4]s' AS until
+  WHERE NOT EXISTS (SELECT 1 FROM won) AND NOT EXISTS (SELECT 1 FROM %[3]s WHERE token = $2)
+),
+enter AS (
+  INSERT INTO %[1]s (key, waiter, since, until)
+  SELECT $1, $8, clock_timestamp(), due.until FROM due
+  WHERE NOT EXISTS (SELECT 1 FROM %[1]s WHERE key = $1 AND waiter = $8 AND until >= due.until - interval '%[5]s')
+  ON CONFLICT (key, waiter) DO UPDATE SET until = excluded.until
+)`, waiters, table, void, waiterGrace, waiterSlack)
+	}
+	return fmt.Sprintf(`
+WITH %[7]s
+n AS (SELECT clock_timestamp() AS now_ FROM lk WHERE NOT EXISTS (SELECT 1 FROM %[3]s WHERE token = $2)),
+ins AS (
+  INSERT INTO %[1]s (key, token, lock_id, fence, acquired_at, expires_at, host, pid, label)
+  SELECT $1, $2, $3, nextval('%[2]s'), n.now_, n.now_ + $4::bigint * interval '1 microsecond', $5, $6, $7
+  FROM n ON CONFLICT (key) DO NOTHING
+  RETURNING fence
+),
+upd AS (
+  UPDATE %[1]s x SET token = $2, lock_id = $3, fence = nextval('%[2]s'), acquired_at = n.now_,
+    expires_at = n.now_ + $4::bigint * interval '1 microsecond', host = $5, pid = $6, label = $7
+  FROM n WHERE x.key = $1 AND x.expires_at <= clock_timestamp()
+  RETURNING x.fence
+)%[5]s
+SELECT 1, '', '', fence, '', 0::bigint, '', 0::bigint, 0::bigint FROM ins
+UNION ALL
+SELECT 1, '', '', fence, '', 0::bigint, '', 0::bigint, 0::bigint FROM upd
+UNION ALL
+SELECT CASE WHEN l.key IS NOT NULL THEN 2
+            WHEN EXISTS (SELECT 1 FROM %[3]s WHERE token = $2) THEN 3 ELSE 0 END, %[4]s
+FROM (SELECT clock_timestamp() AS now_ %[8]s) r LEFT JOIN %[1]s l ON l.key = $1
+WHERE NOT EXISTS (SELECT 1 FROM ins) AND NOT EXISTS (SELECT 1 FROM upd)`, table, fence, void, columnsOr(), enter, lockClass, lock, fromLock)
+}
+
+// waiterGrace is how long a backend stays among a key's waiters after the
+// expiry of the lease that refused it, when it does not look again: one
+// that died without leaving is named by releases no longer than that.
+const waiterGrace = "5 seconds"
+
+// waiterSlack is how much sooner than it would now a waiter's time among
+// the waiters may end before a refusal writes the later time: under
+// contention each refusal names a new holder, a little later, and writing
+// each would cost a commit.
+const waiterSlack = "2 seconds"
