@@ -36,10 +36,11 @@ type listener struct {
 	b *Backend
 
 	mu        sync.Mutex
-	byKey     map[string][]*sub // in the order they came
-	byID      map[string]*sub   // by waiting lock id
-	entered   map[string]bool   // keys whose waiters in the database name this backend
-	listening bool              // LISTEN is in effect on the connection
+	byKey     map[string][]*sub      // in the order they came
+	byID      map[string]*sub        // by waiting lock id
+	entered   map[string]bool        // keys whose waiters in the database name this backend
+	fallback  map[string]*time.Timer // per key: a look if no release follows one that named others
+	listening bool                   // LISTEN is in effect on the connection
 	running   bool
 	closed    bool
 	stop      context.CancelFunc
@@ -69,7 +70,8 @@ type sub struct {
 func newListener(b *Backend) *listener {
 	return &listener{
 		b: b, byKey: map[string][]*sub{}, byID: map[string]*sub{}, entered: map[string]bool{},
-		linger: linger, kick: make(chan struct{}, 1),
+		fallback: map[string]*time.Timer{},
+		linger:   linger, kick: make(chan struct{}, 1),
 	}
 }
 
@@ -250,23 +252,38 @@ func (l *listener) deliver(payload string) {
 		return
 	}
 	// Named second, this backend gives the first, which may have died, a
-	// head start.
-	first := true
-	for name := range strings.SplitSeq(ids, "\n") {
-		switch {
-		case name != l.b.waiter:
-		case first:
-			l.wakeNext(key)
-		default:
-			time.AfterFunc(headStart, func() {
-				l.mu.Lock()
-				defer l.mu.Unlock()
-				l.wakeNext(key)
-			})
-		}
-		first = false
+	// head start. Not named, it looks anyway if no release of the key
+	// follows within fallbackLook: the named ones may not have been able
+	// to take the key (a full server, a listening connection gone).
+	if t := l.fallback[key]; t != nil {
+		t.Stop()
 	}
+	wait := fallbackLook
+	for i, name := range slices.Collect(strings.SplitSeq(ids, "\n")) {
+		if name == l.b.waiter {
+			wait = time.Duration(i) * headStart
+			break
+		}
+	}
+	if wait == 0 {
+		delete(l.fallback, key)
+		l.wakeNext(key)
+		return
+	}
+	if len(l.byKey[key]) == 0 {
+		delete(l.fallback, key)
+		return
+	}
+	l.fallback[key] = time.AfterFunc(wait, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.wakeNext(key)
+	})
 }
+
+// fallbackLook is how long a backend that a release did not name waits
+// for another release of the key before one of its waiters looks anyway.
+const fallbackLook = time.Second
 
 // isEntered reports whether this backend is among key's waiters in the
 // database, as far as it knows.
@@ -420,6 +437,9 @@ func (l *listener) listen(ctx context.Context) (listened bool, err error) {
 func (l *listener) close() {
 	l.mu.Lock()
 	l.closed = true
+	for _, t := range l.fallback {
+		t.Stop()
+	}
 	if l.idle != nil {
 		l.idle.Stop()
 		l.idle = nil

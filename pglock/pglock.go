@@ -306,6 +306,9 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	// Whether other waiters of the key wait here decides whether a grant
 	// keeps this backend among the key's waiters.
 	others := waiting && b.notify.others(req.Key, req.LockID)
+	// A backend whose listening connection gave its slot up hears no
+	// release: it does not stay among the key's waiters.
+	hearing := !b.notify.starved.Load()
 	sent := time.Now()
 	var (
 		rec     dlock.Record
@@ -316,13 +319,13 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	// most half the TTL.
 	err := b.callWaiting(ctx, "acquire", req.Key, min(b.timeout, req.TTL/2), func(ctx context.Context) error {
 		var err error
-		rec, granted, err = b.acquire(ctx, req, waiting, others)
+		rec, granted, err = b.acquire(ctx, req, waiting, others, hearing)
 		return err
 	})
 	// Refused by the statement, a waiter puts its backend among the key's
 	// waiters; granted, it takes it out unless others wait here.
-	entered := waiting && err == nil && !granted
-	left := waiting && granted && !others
+	entered := waiting && hearing && err == nil && !granted
+	left := waiting && (!hearing || granted && !others)
 	if waiting && errors.Is(err, errNoSlot) && ctx.Err() == nil {
 		// A waiter waits on: it looks again soon, with a fresh start for
 		// its validity.
@@ -357,11 +360,13 @@ const slotPause = 100 * time.Millisecond
 // snapshot missed the holder's row.
 const acquireTries = 5
 
-func (b *Backend) acquire(ctx context.Context, req dlock.AcquireRequest, waiting, others bool) (dlock.Record, bool, error) {
+func (b *Backend) acquire(ctx context.Context, req dlock.AcquireRequest, waiting, others, hearing bool) (dlock.Record, bool, error) {
 	token := hash(req.Token)
 	statement, args := b.sql.acquire, []any{req.Key, token, req.LockID, micros(req.TTL),
 		req.Owner.Host, int64(req.Owner.PID), req.Owner.Label}
-	asWaiter := func() { statement, args = b.sql.acquireWaiting, append(args, b.waiter, others) }
+	asWaiter := func() {
+		statement, args = b.sql.acquireWaiting, append(args, b.waiter, others, hearing)
+	}
 	// A waiter asks as one, which costs the server more, only once this
 	// backend is among the key's waiters or the key was refused to it: a
 	// free key is taken by the plain statement.

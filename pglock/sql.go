@@ -77,7 +77,9 @@ CREATE TABLE IF NOT EXISTS %[4]s (
 		acquire: acquireSQL(table, fence, void, ""),
 		// acquireWaiting is acquire for a waiter; $8 is its backend's
 		// waiter name, $9 whether other waiters of the key wait in that
-		// backend. Refused, the backend enters the key's waiters (until
+		// backend, $10 whether the backend can hear releases (false while
+		// its listening connection gave its slot up: it then leaves the
+		// key's waiters, since a release that named it would wake nobody). Refused, the backend enters the key's waiters (until
 		// the holder's expiry and a grace), so that a release wakes one of
 		// its waiters by naming it. Granted, the backend goes to the back
 		// of the line if others wait in it and other backends wait too,
@@ -193,14 +195,14 @@ lk AS (SELECT pg_advisory_xact_lock(%d, hashtext($1)) WHERE NOT EXISTS (SELECT 1
 		fromLock = ""
 		enter = fmt.Sprintf(`,
 won AS (SELECT 1 FROM ins UNION ALL SELECT 1 FROM upd),
-gone AS (DELETE FROM %[1]s WHERE key = $1 AND waiter = $8 AND NOT $9::boolean AND EXISTS (SELECT 1 FROM won)),
+gone AS (DELETE FROM %[1]s WHERE key = $1 AND waiter = $8 AND (NOT $10::boolean OR NOT $9::boolean AND EXISTS (SELECT 1 FROM won))),
 turn AS (
-  UPDATE %[1]s SET since = clock_timestamp() WHERE key = $1 AND waiter = $8 AND $9::boolean AND EXISTS (SELECT 1 FROM won)
+  UPDATE %[1]s SET since = clock_timestamp() WHERE key = $1 AND waiter = $8 AND $9::boolean AND $10::boolean AND EXISTS (SELECT 1 FROM won)
     AND EXISTS (SELECT 1 FROM %[1]s o WHERE o.key = $1 AND o.waiter <> $8 AND o.until > clock_timestamp())
 ),
 due AS (
   SELECT greatest(clock_timestamp(), (SELECT max(expires_at) FROM %[2]s WHERE key = $1)) + interval '%[4]s' AS until
-  WHERE NOT EXISTS (SELECT 1 FROM won) AND NOT EXISTS (SELECT 1 FROM %[3]s WHERE token = $2)
+  WHERE $10::boolean AND NOT EXISTS (SELECT 1 FROM won) AND NOT EXISTS (SELECT 1 FROM %[3]s WHERE token = $2)
 ),
 enter AS (
   INSERT INTO %[1]s (key, waiter, since, until)
