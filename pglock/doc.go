@@ -44,7 +44,7 @@
 //     caller gave up on it and released, as dlock does after a timeout)
 //     is refused when it lands, instead of taking a lease nobody holds.
 //   - Break deletes a live lease whatever its token; Cleanup deletes
-//     expired leases and void marks past their time.
+//     expired leases, and void marks and waiters past their time.
 //   - Inspect, List and Stats read the table.
 //
 // # TTLs and clocks
@@ -72,10 +72,17 @@
 // The backend is a [dlock.Notifier]: a release, a break, a cleanup and a
 // refresh that shortens a lease send a NOTIFY on the channel "dlock:" +
 // table, with the key as payload, and each backend that has waiters keeps
-// one connection of the pool in LISTEN. A notification wakes one waiter
-// of the key in each process, the one that has waited longest, rather
-// than all of them; a waiter that leaves before it looks again hands its
-// wake-up on. When the listening connection fails it reconnects, and once
+// one connection of the pool in LISTEN. A backend whose waiter is refused
+// enters the key's waiters (a row per key and backend in the table's
+// "_waiters" table), and a release's notification names the two backends
+// that have waited longest: one waiter of the first looks at once, one of
+// the second after a short head start (the first may have died), and the
+// other backends' waiters only if no other release of the key follows
+// within a second. So a hand-over costs one or two looks however many
+// processes wait. A granted backend with more waiters goes to the back of
+// the line, so processes take turns. Within a backend, a notification
+// wakes the waiter that has waited longest; a waiter that leaves before it
+// looks again hands its wake-up on. When the listening connection fails it reconnects, and once
 // it listens again every waiter looks again, for the releases it missed.
 // Waiters also look again at the holder's expiry. The listening connection
 // is taken out of the pool while there are waiters (and for a second
@@ -86,9 +93,9 @@
 // in transaction mode does not deliver notifications; waiters then wake
 // only at the holder's expiry).
 //
-// There is no FIFO queue: when a key is released, one waiter per process
-// looks, and the first to reach the server takes it. Many waiting
-// processes are a herd: each release costs one acquire in each of them.
+// The order is not strict FIFO: a free key goes to whoever reaches the
+// server first, and an acquire that does not wait can take it before the
+// named waiter.
 //
 // # Failures
 //
