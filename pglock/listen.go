@@ -274,11 +274,16 @@ func (l *listener) deliver(payload string) {
 		delete(l.fallback, key)
 		return
 	}
-	l.fallback[key] = time.AfterFunc(wait, func() {
+	var t *time.Timer
+	t = time.AfterFunc(wait, func() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		if l.fallback[key] == t {
+			delete(l.fallback, key)
+		}
 		l.wakeNext(key)
 	})
+	l.fallback[key] = t
 }
 
 // fallbackLook is how long a backend that a release did not name waits
