@@ -290,24 +290,20 @@ func (l *listener) deliver(payload string) {
 // for another release of the key before one of its waiters looks anyway.
 const fallbackLook = time.Second
 
-// isEntered reports whether this backend is among key's waiters in the
-// database, as far as it knows.
-func (l *listener) isEntered(key string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.entered[key]
-}
-
-// others reports whether waiters of key other than id wait here.
-func (l *listener) others(key, id string) bool {
+// waiterState is what a waiting acquire of key by id needs to know of this
+// backend: whether it is among the key's waiters in the database, as far
+// as it knows; whether other waiters of the key wait here; and whether it
+// hears releases (not while its listening connection gave its slot up).
+func (l *listener) waiterState(key, id string) (entered, others, hearing bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, s := range l.byKey[key] {
 		if s.id != id {
-			return true
+			others = true
+			break
 		}
 	}
-	return false
+	return l.entered[key], others, !l.starved.Load()
 }
 
 // headStart is how long a waiter a release named second waits for the

@@ -304,11 +304,13 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		b.notify.arm(req.Key, req.LockID)
 	}
 	// Whether other waiters of the key wait here decides whether a grant
-	// keeps this backend among the key's waiters.
-	others := waiting && b.notify.others(req.Key, req.LockID)
-	// A backend whose listening connection gave its slot up hears no
-	// release: it does not stay among the key's waiters.
-	hearing := !b.notify.starved.Load()
+	// keeps this backend among the key's waiters; a backend whose
+	// listening connection gave its slot up hears no release, so it does
+	// not stay among them.
+	var w waiterState
+	if waiting {
+		w.entered, w.others, w.hearing = b.notify.waiterState(req.Key, req.LockID)
+	}
 	sent := time.Now()
 	var (
 		rec     dlock.Record
@@ -319,13 +321,13 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	// most half the TTL.
 	err := b.callWaiting(ctx, "acquire", req.Key, min(b.timeout, req.TTL/2), func(ctx context.Context) error {
 		var err error
-		rec, granted, err = b.acquire(ctx, req, waiting, others, hearing)
+		rec, granted, err = b.acquire(ctx, req, waiting, w)
 		return err
 	})
 	// Refused by the statement, a waiter puts its backend among the key's
 	// waiters; granted, it takes it out unless others wait here.
-	entered := waiting && hearing && err == nil && !granted
-	left := waiting && (!hearing || granted && !others)
+	entered := waiting && w.hearing && err == nil && !granted
+	left := waiting && (!w.hearing || granted && !w.others)
 	if waiting && errors.Is(err, errNoSlot) && ctx.Err() == nil {
 		// A waiter waits on: it looks again soon, with a fresh start for
 		// its validity.
@@ -360,17 +362,21 @@ const slotPause = 100 * time.Millisecond
 // snapshot missed the holder's row.
 const acquireTries = 5
 
-func (b *Backend) acquire(ctx context.Context, req dlock.AcquireRequest, waiting, others, hearing bool) (dlock.Record, bool, error) {
+// waiterState is a waiting acquire's view of its backend (see
+// listener.waiterState).
+type waiterState struct{ entered, others, hearing bool }
+
+func (b *Backend) acquire(ctx context.Context, req dlock.AcquireRequest, waiting bool, w waiterState) (dlock.Record, bool, error) {
 	token := hash(req.Token)
 	statement, args := b.sql.acquire, []any{req.Key, token, req.LockID, micros(req.TTL),
 		req.Owner.Host, int64(req.Owner.PID), req.Owner.Label}
 	asWaiter := func() {
-		statement, args = b.sql.acquireWaiting, append(args, b.waiter, others, hearing)
+		statement, args = b.sql.acquireWaiting, append(args, b.waiter, w.others, w.hearing)
 	}
 	// A waiter asks as one, which costs the server more, only once this
-	// backend is among the key's waiters or the key was refused to it: a
-	// free key is taken by the plain statement.
-	if waiting && b.notify.isEntered(req.Key) {
+	// backend is among the key's waiters or the key was refused to it (and
+	// it can hear releases): a free key is taken by the plain statement.
+	if waiting && w.entered {
 		asWaiter()
 	}
 	for try := 1; ; try++ {
@@ -386,7 +392,7 @@ func (b *Backend) acquire(ctx context.Context, req dlock.AcquireRequest, waiting
 		case state == 3:
 			// Only a caller that already gave up on this token sees this.
 			return dlock.Record{}, false, fmt.Errorf("%w: token already released", dlock.ErrNotAcquired)
-		case waiting && statement == b.sql.acquire && (state == 2 && r.leftUs > 0 || try >= acquireTries):
+		case waiting && w.hearing && statement == b.sql.acquire && (state == 2 && r.leftUs > 0 || try >= acquireTries):
 			// Refused: ask again as a waiter, which enters the key's
 			// waiters.
 			asWaiter()
