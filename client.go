@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -14,7 +15,8 @@ type Client struct {
 	backend  Backend
 	defaults options
 
-	held heldLocks
+	held     heldLocks
+	cleanups inFlight // releases running in the background, for Drain
 }
 
 // New returns a client over b. opts set defaults for every call; see
@@ -177,10 +179,12 @@ func (c *Client) sleep(ctx context.Context, retry RetryStrategy, attempt int, ho
 // caller's cancellation, since the caller is the one who gave up. It waits
 // at most abandonWait, so that a hung store cannot hold the caller far past
 // its own deadline; a slower release finishes in the background, bounded by
-// cleanupTimeout.
+// cleanupTimeout; [Client.Drain] waits for it.
 func (c *Client) abandon(ctx context.Context, key, token string) {
 	done := make(chan struct{})
+	c.cleanups.add()
 	go func() {
+		defer c.cleanups.done()
 		defer close(done)
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
@@ -302,8 +306,70 @@ func (c *Client) Break(ctx context.Context, key string) (rec Record, found bool,
 	return b.Break(ctx, key)
 }
 
-// ReleaseAll releases every lock this client holds, for shutdown handlers.
-// It returns how many it released and the errors of those it could not
+// Drain waits until the releases the client runs in the background have
+// finished, or ctx ends (its error is returned then). The client runs one
+// when an acquire fails after its request may have reached the store (a
+// timeout or lost reply): it gives the token back so that the key is not
+// held by nobody until the TTL, but waits for that only briefly before
+// returning the error. Each such release gives up after a few seconds.
+// A program that closes its backend or exits right after a failed acquire
+// should call Drain first; otherwise the release may never be sent.
+func (c *Client) Drain(ctx context.Context) error {
+	idle := c.cleanups.idle()
+	select {
+	case <-idle: // first, so that nothing in flight is nil on any ctx
+		return nil
+	default:
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// inFlight counts work running in the background. Unlike a
+// sync.WaitGroup it may be waited for while work is being added, and the
+// wait can end with a context.
+type inFlight struct {
+	mu sync.Mutex
+	n  int
+	// none is closed when n drops to zero; a new one is made when work
+	// is added to none.
+	none chan struct{}
+}
+
+func (f *inFlight) add() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		f.none = make(chan struct{})
+	}
+	f.n++
+}
+
+func (f *inFlight) done() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	if f.n == 0 {
+		close(f.none)
+	}
+}
+
+// idle returns a channel that is closed once no work is running.
+func (f *inFlight) idle() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		return closedChan
+	}
+	return f.none
+}
+
+// ReleaseAll releases every lock this client holds, for shutdown handlers
+// (which call [Client.Drain] after it). It returns how many it released and the errors of those it could not
 // (joined; locks already lost count as not released).
 func (c *Client) ReleaseAll(ctx context.Context) (int, error) {
 	locks := c.held.all()

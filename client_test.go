@@ -60,6 +60,57 @@ func TestAcquireCancelledInFlight(t *testing.T) {
 	}
 }
 
+// gatedRelease holds every Release until open is closed, as a slow store
+// would.
+type gatedRelease struct {
+	dlock.Backend
+	open chan struct{}
+}
+
+func (g gatedRelease) Release(ctx context.Context, key, token string) error {
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.Backend.Release(ctx, key, token)
+}
+
+// A failed acquire returns before its slow give-back has landed; Drain
+// waits for it, so that a program closing its store or exiting leaves
+// nothing held.
+func TestDrainWaitsForAbandonedRelease(t *testing.T) {
+	mem := memlock.New()
+	gate := gatedRelease{Backend: mem, open: make(chan struct{})}
+	f := &dlocktest.Faulty{Backend: gate}
+	c := dlock.New(f)
+	key := uniqueKey(t)
+	f.Inject(dlocktest.OpAcquire, dlocktest.Fault{After: true, Times: 1})
+	if _, err := c.TryAcquire(t.Context(), key, dlock.WithTTL(time.Hour)); !errors.Is(err, dlock.ErrUnavailable) {
+		t.Fatalf("TryAcquire with a lost reply = %v, want ErrUnavailable", err)
+	}
+
+	done, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := c.Drain(done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Drain while the release is held up = %v, want context.Canceled", err)
+	}
+	if _, found, _ := mem.Inspect(t.Context(), key); !found {
+		t.Fatal("the lease is gone before its release was let through")
+	}
+
+	close(gate.open)
+	if err := c.Drain(t.Context()); err != nil {
+		t.Fatalf("Drain = %v", err)
+	}
+	if _, found, _ := mem.Inspect(t.Context(), key); found {
+		t.Error("Drain returned before the abandoned lease was given back")
+	}
+	if err := c.Drain(done); err != nil {
+		t.Errorf("Drain with nothing in flight = %v, want nil even on a done context", err)
+	}
+}
+
 func TestRetryWithoutNotifier(t *testing.T) {
 	ctx := t.Context()
 	c, f, _ := newFaulty(t)

@@ -13,8 +13,9 @@
 //
 // Everything that is the same for every store lives here, written once:
 // validation of keys and TTLs, token generation, waiting, the watchdog, the
-// lost signal, bookkeeping for [Client.ReleaseAll] and error mapping.
-// Backends (packages memlock, filelock, ...) implement only atomic primitives.
+// lost signal, bookkeeping for [Client.ReleaseAll], the give-back of an
+// acquire whose outcome is unknown ([Client.Drain] waits for it) and error
+// mapping. Backends (packages memlock, filelock, ...) implement only atomic primitives.
 //
 // # Safety
 //

@@ -66,6 +66,9 @@ func job(ctx context.Context, dir string, hold time.Duration) int {
 		return 69
 	}
 	client := dlock.New(backend, dlock.WithLabel("singleinstance run "+runID))
+	// Before exiting, let an acquire that failed after reaching the store
+	// be given back, rather than left to its TTL.
+	defer client.Drain(context.WithoutCancel(ctx))
 
 	lock, err := client.TryAcquire(ctx, "examples/singleinstance", dlock.WithTTL(10*time.Second))
 	if errors.Is(err, dlock.ErrNotAcquired) {

@@ -65,6 +65,8 @@ func (l dlockLocker) Lock(ctx context.Context, key string) (Held, error) {
 	return dlockHeld{lock}, nil
 }
 
+func (l dlockLocker) Drain(ctx context.Context) error { return l.c.Drain(ctx) }
+
 type dlockHeld struct{ l *dlock.Lock }
 
 func (h dlockHeld) Fence() uint64                    { return h.l.Fence() }

@@ -92,6 +92,14 @@ type Locker interface {
 	Lock(ctx context.Context, key string) (Held, error)
 }
 
+// Drainer is a Locker that may leave work running in the background when a
+// wait is cut short (dlock gives back an acquire whose outcome it did not
+// learn). A scenario waits for it before it ends, so that the next one, or
+// the next run on the same store, finds the key free.
+type Drainer interface {
+	Drain(ctx context.Context) error
+}
+
 // Held is a granted lock.
 type Held interface {
 	// Fence returns the grant's fencing number, or 0 if the implementation
@@ -241,6 +249,20 @@ func lockers(s Subject, n int) ([]Locker, error) {
 		ls[i] = l
 	}
 	return ls, nil
+}
+
+// drain waits for what the lockers still run in the background.
+func drain(ctx context.Context, ls []Locker) error {
+	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
+	defer cancel()
+	for _, l := range ls {
+		if d, ok := l.(Drainer); ok {
+			if err := d.Drain(ctx); err != nil {
+				return fmt.Errorf("releases still in flight after %v: %w", releaseTimeout, err)
+			}
+		}
+	}
+	return nil
 }
 
 func readCounters(ctx context.Context, s Subject) ([]uint64, error) {
@@ -426,6 +448,9 @@ func contended(ctx context.Context, s Subject, cfg Config) (Result, error) {
 	after, err := readCounters(ctx, s)
 	if err != nil {
 		return Result{}, err
+	}
+	if err := drain(relCtx, ls); err != nil {
+		return Result{}, fmt.Errorf("bench: %s contended: %w", s.Name, err)
 	}
 	res := Result{
 		Subject:          s.Name,

@@ -182,6 +182,37 @@ func TestContendedDetectsFenceRegressions(t *testing.T) {
 	}
 }
 
+// drainingLocker is a sameFenceLocker with background work to wait for:
+// Drain counts its calls and returns err.
+type drainingLocker struct {
+	sameFenceLocker
+	drains *atomic.Int32
+	err    error
+}
+
+func (l drainingLocker) Drain(context.Context) error { l.drains.Add(1); return l.err }
+
+// A contended run waits for each worker's background work before it ends,
+// and fails if that work does not finish.
+func TestContendedDrainsLockers(t *testing.T) {
+	for _, drainErr := range []error{nil, context.DeadlineExceeded} {
+		var (
+			mu     sync.Mutex
+			drains atomic.Int32
+		)
+		s := Subject{Name: "draining", NewLocker: func(int) (Locker, error) {
+			return drainingLocker{sameFenceLocker{&mu}, &drains, drainErr}, nil
+		}}
+		_, err := Run(t.Context(), Contended, s, Config{Ops: 10, Workers: 3, Hold: -1, Prefix: prefix(t)})
+		if !errors.Is(err, drainErr) || (drainErr == nil) != (err == nil) {
+			t.Errorf("Run with Drain returning %v = %v", drainErr, err)
+		}
+		if drainErr == nil && drains.Load() != 3 {
+			t.Errorf("Drain called %d times, want once per worker (3)", drains.Load())
+		}
+	}
+}
+
 func TestRunReportsLockerErrors(t *testing.T) {
 	boom := errors.New("boom")
 	s := Subject{Name: "failing", NewLocker: func(i int) (Locker, error) {

@@ -33,7 +33,8 @@ type env struct {
 	quiet      bool
 	timeout    time.Duration
 
-	closers []io.Closer // backends to close when the command is done
+	clients []*dlock.Client // to drain when the command is done
+	closers []io.Closer     // backends to close after that
 }
 
 // Main runs the dlock tool with args (without the program name) and returns
@@ -50,6 +51,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(sigs.ctx)
+	e.drain()
 	for _, c := range e.closers {
 		_ = c.Close() // only frees descriptors; the outcome is decided
 	}
@@ -264,7 +266,21 @@ func (e *env) client(ctx context.Context, opts ...dlock.Option) (*dlock.Client, 
 	if c, ok := b.(io.Closer); ok {
 		e.closers = append(e.closers, c)
 	}
-	return dlock.New(b, opts...), nil
+	c := dlock.New(b, opts...)
+	e.clients = append(e.clients, c)
+	return c, nil
+}
+
+// drain waits, at most --timeout, for the releases the clients still run in
+// the background: an acquire that failed after reaching the store gives its
+// token back that way, and exiting first would leave the key held by
+// nobody until its TTL.
+func (e *env) drain() {
+	ctx, cancel := e.cleanupContext(context.Background())
+	defer cancel()
+	for _, c := range e.clients {
+		_ = c.Drain(ctx) // what is not back by then expires with its TTL
+	}
 }
 
 // key validates a KEY argument, so that a bad key is a usage error before
