@@ -29,20 +29,27 @@
 //
 // Every operation is one SQL statement, so PostgreSQL runs it atomically,
 // and one round trip; pgx prepares each statement once per connection.
+// Acquire, and a release that finds nothing to free, run after a statement
+// that takes a transaction-scoped advisory lock on the key, in the same
+// transaction and round trip (a pipeline), so that they read what was
+// committed before they got the lock.
 //
 //   - Acquire inserts the row (INSERT ... ON CONFLICT DO NOTHING), or
 //     takes over the row of an expired lease (UPDATE ... WHERE expired,
 //     checked again on the row's newest version). A refused acquire
 //     changes and locks no row, so on a durable server it costs no flush
-//     to disk, and returns the holder's row. The fence is drawn from the sequence
-//     under a transaction-scoped advisory lock on the key, so that grants
-//     of one key draw their fences in the order they are granted.
+//     to disk, and returns the holder's row. The fence is drawn from the
+//     sequence under the key's advisory lock, so that grants of one key
+//     draw their fences in the order they are granted. An acquire that
+//     finds a live lease takes no lock: it can only be refused.
 //   - Refresh moves the expiry if the token holds a live lease.
 //   - Release deletes the row if the token holds a live lease. A release
-//     whose token does not hold the key marks the token void for ten
-//     minutes: an acquire with that token that is still on its way (its
-//     caller gave up on it and released, as dlock does after a timeout)
-//     is refused when it lands, instead of taking a lease nobody holds.
+//     whose token does not hold the key asks again under the key's lock:
+//     it deletes the lease if the token's acquire committed meanwhile,
+//     and otherwise marks the token void for ten minutes, so that an
+//     acquire with that token still on its way (its caller gave up on it
+//     and released, as dlock does after a timeout) is refused when it
+//     lands, instead of taking a lease nobody holds.
 //   - Break deletes a live lease whatever its token; Cleanup deletes
 //     expired leases, and void marks and waiters past their time.
 //   - Inspect, List and Stats read the table.

@@ -382,7 +382,7 @@ func (b *Backend) acquire(ctx context.Context, req dlock.AcquireRequest, waiting
 	for try := 1; ; try++ {
 		var state int
 		var r row
-		err := b.pool.QueryRow(ctx, statement, args...).Scan(append([]any{&state}, r.dest()...)...)
+		err := b.underKeyLock(ctx, b.sql.keyLockUnlessHeld, req.Key, statement, args, append([]any{&state}, r.dest()...)...)
 		if err != nil {
 			return dlock.Record{}, false, err
 		}
@@ -432,7 +432,18 @@ func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Durat
 func (b *Backend) Release(ctx context.Context, key, token string) error {
 	return b.call(ctx, "release", key, func(ctx context.Context) error {
 		var freed, woke int64
-		if err := b.pool.QueryRow(ctx, b.sql.release, key, hash(token), b.channel).Scan(&freed, &woke); err != nil {
+		args := []any{key, hash(token), b.channel}
+		if err := b.pool.QueryRow(ctx, b.sql.release, args...).Scan(&freed, &woke); err != nil {
+			return err
+		}
+		if freed == 1 {
+			return nil
+		}
+		// Nothing to free: the lease is gone, or this token's acquire is
+		// still running (its caller gave up on it). Under the key's lock,
+		// free the grant if that acquire has committed it meanwhile, or
+		// mark the token void so that it will be refused.
+		if err := b.underKeyLock(ctx, b.sql.keyLock, key, b.sql.releaseOrVoid, args, &freed, &woke); err != nil {
 			return err
 		}
 		if freed == 0 {
@@ -440,6 +451,26 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 		}
 		return nil
 	})
+}
+
+// underKeyLock runs statement after lock (keyLock or keyLockUnlessHeld),
+// in one transaction, and scans its one row into dest. Both go in one
+// round trip: pgx sends a batch as a pipeline, which the server runs as one
+// implicit transaction, each statement reading as of its own start.
+func (b *Backend) underKeyLock(ctx context.Context, lock, key, statement string, args []any, dest ...any) error {
+	batch := &pgx.Batch{}
+	batch.Queue(lock, key)
+	batch.Queue(statement, args...)
+	br := b.pool.SendBatch(ctx, batch)
+	_, err := br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(dest...)
+	}
+	// Close ends the transaction: its error means nothing was committed.
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Inspect implements [dlock.Backend].

@@ -3,11 +3,13 @@ package pglock
 import "fmt"
 
 // statements are the SQL of one backend, built once from its table's
-// names. Each is a single statement, so PostgreSQL runs it atomically and
-// the backend sends it in one round trip; pgx prepares each on a
-// connection the first time it runs there and reuses it after.
+// names. Each is a single statement, so PostgreSQL runs it atomically; the
+// ones that may grant a key or mark a token void run after keyLock, in the
+// same transaction and the same round trip (see Backend.underKeyLock).
+// pgx prepares each on a connection the first time it runs there and
+// reuses it after.
 type statements struct {
-	setup, acquire, acquireWaiting, leave, refresh, release, inspect, list, stats, cleanup, breakLock string
+	setup, keyLock, keyLockUnlessHeld, acquire, acquireWaiting, leave, refresh, release, releaseOrVoid, inspect, list, stats, cleanup, breakLock string
 }
 
 // columns is the public part of a row as the scan in record.go reads it:
@@ -55,6 +57,33 @@ CREATE TABLE IF NOT EXISTS %[4]s (
   PRIMARY KEY (key, waiter)
 )`, table, fence, void, waiters),
 
+		// keyLock: $1 key. The key's transaction-scoped advisory lock.
+		// Every statement that may grant the key or mark a token of it
+		// void runs after it, as a statement of its own in the same
+		// transaction, so that it reads the rows committed before it got
+		// the lock (a statement reads as of its start, and a lock taken
+		// inside it would leave it reading as of before the wait):
+		//   - The fence is drawn under it. Without it, an acquire that
+		//     drew its fence and then stalled could insert it after a
+		//     later grant of the key had come and gone, and the fence
+		//     would go down.
+		//   - An acquire that lands after the release of its token (its
+		//     caller gave up while it ran) sees the void mark; a release
+		//     that lands after the acquire sees the grant and frees it.
+		//     A void mark written without the lock, or an acquire that
+		//     read before waiting for it, let such an acquire take the
+		//     key for nobody until its TTL (TestReleaseDuringAcquire).
+		keyLock: fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, hashtext($1))`, lockClass),
+		// keyLockUnlessHeld: $1 key. keyLock for an acquire, unless the
+		// key has a live lease: such an acquire can only be refused, and
+		// its refusal need not queue behind the acquires that may take the
+		// key (waiters that look cost grants nothing). It records that it
+		// took the lock in a transaction-local setting, and the acquire
+		// grants only under it.
+		keyLockUnlessHeld: fmt.Sprintf(`
+SELECT pg_advisory_xact_lock(%d, hashtext($1)), set_config('%s', $1, true)
+WHERE NOT EXISTS (SELECT 1 FROM %s WHERE key = $1 AND expires_at > clock_timestamp())`, lockClass, lockedSetting, table),
+
 		// acquire: $1 key, $2 token hash, $3 lock id, $4 TTL µs, $5 host,
 		// $6 pid, $7 label. It inserts the lease if the key has no row
 		// (ins), or takes over the row of an expired lease (upd), unless
@@ -67,13 +96,8 @@ CREATE TABLE IF NOT EXISTS %[4]s (
 		// asks again). State: 1 granted (with the fence), 2 held (the
 		// holder's row), 3 void, 0 none of these. ins and upd never both
 		// write: ins only where the key has no row, upd only a row of the
-		// snapshot, which cannot see ins's.
-		//
-		// Every acquire of a key runs under an advisory lock on it, held to
-		// the end of the statement, and the fence is drawn under it:
-		// without it, an acquire that drew its fence and then stalled
-		// could insert it after a later grant of the key had come and
-		// gone, and the fence would go down.
+		// snapshot, which cannot see ins's. It runs after
+		// keyLockUnlessHeld, and grants only if that took the lock.
 		acquire: acquireSQL(table, fence, void, ""),
 		// acquireWaiting is acquire for a waiter; $8 is its backend's
 		// waiter name, $9 whether other waiters of the key wait in that
@@ -105,24 +129,16 @@ WITH u AS (
 SELECT %[2]s, (SELECT count(*) FROM (SELECT pg_notify($4, $1) FROM u WHERE sooner) w)
 FROM u l`, table, columns),
 
-		// release: $1 key, $2 token hash, $3 channel. A token that does not
-		// hold the key is marked void for voidTTL, so that an acquire with
-		// it still in flight (its caller gave up) is refused when it lands
-		// instead of taking the key. The notification names the key and
-		// the backends of its wakeOnRelease longest waiters, one a line.
-		release: fmt.Sprintf(`
-WITH d AS (DELETE FROM %[1]s WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp() RETURNING key),
-v AS (
-  INSERT INTO %[2]s (token, until)
-  SELECT $2, clock_timestamp() + interval '%[3]s' WHERE NOT EXISTS (SELECT 1 FROM d)
-  ON CONFLICT (token) DO UPDATE SET until = excluded.until
-),
-stale AS (DELETE FROM %[4]s WHERE key = $1 AND until <= clock_timestamp() AND EXISTS (SELECT 1 FROM d)),
-heads AS (
-  SELECT coalesce(string_agg(E'\n' || waiter, '' ORDER BY since), '') AS ids
-  FROM (SELECT waiter, since FROM %[4]s WHERE key = $1 AND until > clock_timestamp() ORDER BY since LIMIT %[5]d) h
-)
-SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM (SELECT pg_notify($3, key || heads.ids) FROM d, heads) w)`, table, void, voidTTL, waiters, wakeOnRelease),
+		// release: $1 key, $2 token hash, $3 channel. The notification
+		// names the key and the backends of its wakeOnRelease longest
+		// waiters, one a line. A release that frees nothing is sent again
+		// as releaseOrVoid, after keyLock.
+		release: releaseSQL(table, "", waiters),
+		// releaseOrVoid is release, and a token that does not hold the key
+		// is marked void for voidTTL, so that an acquire with it still in
+		// flight (its caller gave up) is refused when it lands instead of
+		// taking the key.
+		releaseOrVoid: releaseSQL(table, void, waiters),
 
 		inspect: fmt.Sprintf(`SELECT %s FROM %s WHERE l.key = $1 AND l.expires_at > now_`, columns, t),
 
@@ -169,6 +185,10 @@ func columnsOr() string {
 // locks are a space apart from the one-part ones programs use most.
 const lockClass = 0x646c6b // "dlk"
 
+// lockedSetting names the transaction-local setting in which
+// keyLockUnlessHeld records the key it locked.
+const lockedSetting = "dlock.locked_key"
+
 // wakeOnRelease is how many of a key's longest waiting backends a release
 // names: the first takes the key; the second is there in case the first
 // has died without leaving (it would be named until its grace passes).
@@ -178,21 +198,33 @@ const wakeOnRelease = 2
 // wait in a socket buffer or on a row lock.
 const voidTTL = "10 minutes"
 
+// releaseSQL is the release statement (see newStatements); with void (the
+// void table) it marks a token that frees nothing void.
+func releaseSQL(table, void, waiters string) string {
+	mark := ""
+	if void != "" {
+		mark = fmt.Sprintf(`
+v AS (
+  INSERT INTO %s (token, until)
+  SELECT $2, clock_timestamp() + interval '%s' WHERE NOT EXISTS (SELECT 1 FROM d)
+  ON CONFLICT (token) DO UPDATE SET until = excluded.until
+),`, void, voidTTL)
+	}
+	return fmt.Sprintf(`
+WITH d AS (DELETE FROM %[1]s WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp() RETURNING key),%[2]s
+stale AS (DELETE FROM %[3]s WHERE key = $1 AND until <= clock_timestamp() AND EXISTS (SELECT 1 FROM d)),
+heads AS (
+  SELECT coalesce(string_agg(E'\n' || waiter, '' ORDER BY since), '') AS ids
+  FROM (SELECT waiter, since FROM %[3]s WHERE key = $1 AND until > clock_timestamp() ORDER BY since LIMIT %[4]d) h
+)
+SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM (SELECT pg_notify($3, key || heads.ids) FROM d, heads) w)`, table, mark, waiters, wakeOnRelease)
+}
+
 // acquireSQL is the acquire statement (see newStatements), and with
 // waiters, a waiting acquire's.
 func acquireSQL(table, fence, void, waiters string) string {
-	// Every acquire that may write takes the key's advisory lock (see
-	// newStatements). A waiter's is usually refused, and refusals do more
-	// work here: one that sees a live lease in its snapshot can only be
-	// refused, so it takes no lock and does not hold up the acquires that
-	// may take the key.
-	lock := fmt.Sprintf(`lk AS (SELECT pg_advisory_xact_lock(%d, hashtext($1))),`, lockClass)
-	fromLock := "FROM lk"
 	enter := ""
 	if waiters != "" {
-		lock = fmt.Sprintf(`live AS MATERIALIZED (SELECT 1 FROM %s WHERE key = $1 AND expires_at > clock_timestamp()),
-lk AS (SELECT pg_advisory_xact_lock(%d, hashtext($1)) WHERE NOT EXISTS (SELECT 1 FROM live)),`, table, lockClass)
-		fromLock = ""
 		enter = fmt.Sprintf(`,
 won AS (SELECT 1 FROM ins UNION ALL SELECT 1 FROM upd),
 gone AS (DELETE FROM %[1]s WHERE key = $1 AND waiter = $8 AND (NOT $10::boolean OR NOT $9::boolean AND EXISTS (SELECT 1 FROM won))),
@@ -212,8 +244,10 @@ enter AS (
 )`, waiters, table, void, waiterGrace, waiterSlack)
 	}
 	return fmt.Sprintf(`
-WITH %[7]s
-n AS (SELECT clock_timestamp() AS now_ FROM lk WHERE NOT EXISTS (SELECT 1 FROM %[3]s WHERE token = $2)),
+WITH n AS (
+  SELECT clock_timestamp() AS now_
+  WHERE current_setting('%[6]s', true) = $1 AND NOT EXISTS (SELECT 1 FROM %[3]s WHERE token = $2)
+),
 ins AS (
   INSERT INTO %[1]s (key, token, lock_id, fence, acquired_at, expires_at, host, pid, label)
   SELECT $1, $2, $3, nextval('%[2]s'), n.now_, n.now_ + $4::bigint * interval '1 microsecond', $5, $6, $7
@@ -232,8 +266,8 @@ SELECT 1, '', '', fence, '', 0::bigint, '', 0::bigint, 0::bigint FROM upd
 UNION ALL
 SELECT CASE WHEN l.key IS NOT NULL THEN 2
             WHEN EXISTS (SELECT 1 FROM %[3]s WHERE token = $2) THEN 3 ELSE 0 END, %[4]s
-FROM (SELECT clock_timestamp() AS now_ %[8]s) r LEFT JOIN %[1]s l ON l.key = $1
-WHERE NOT EXISTS (SELECT 1 FROM ins) AND NOT EXISTS (SELECT 1 FROM upd)`, table, fence, void, columnsOr(), enter, lockClass, lock, fromLock)
+FROM (SELECT clock_timestamp() AS now_) r LEFT JOIN %[1]s l ON l.key = $1
+WHERE NOT EXISTS (SELECT 1 FROM ins) AND NOT EXISTS (SELECT 1 FROM upd)`, table, fence, void, columnsOr(), enter, lockedSetting)
 }
 
 // waiterGrace is how long a backend stays among a key's waiters after the
