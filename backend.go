@@ -139,6 +139,15 @@ type Notifier interface {
 	Subscribe(ctx context.Context, key string) (changed <-chan struct{}, cancel func(), err error)
 }
 
+// Drainer is a Backend whose calls may go on in the background after
+// their caller left (a store client that takes no context runs each call
+// on a goroutine of its own), and which then undoes an acquire that
+// landed after its caller left. Drain waits until none is running, or ctx
+// ends (its cause is returned then). [Client.Drain] calls it.
+type Drainer interface {
+	Drain(ctx context.Context) error
+}
+
 type waitingKey struct{}
 
 // WaitingLockID returns the lock id that the waiting [Client.Acquire] that

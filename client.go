@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
+
+	"github.com/dlock-dev/dlock/internal/detach"
 )
 
 // Client takes locks on one backend. It is safe for concurrent use and keeps
@@ -16,7 +17,7 @@ type Client struct {
 	defaults options
 
 	held     heldLocks
-	cleanups inFlight // releases running in the background, for Drain
+	cleanups detach.Group // releases running in the background, for Drain
 }
 
 // New returns a client over b. opts set defaults for every call; see
@@ -182,14 +183,12 @@ func (c *Client) sleep(ctx context.Context, retry RetryStrategy, attempt int, ho
 // cleanupTimeout; [Client.Drain] waits for it.
 func (c *Client) abandon(ctx context.Context, key, token string) {
 	done := make(chan struct{})
-	c.cleanups.add()
-	go func() {
-		defer c.cleanups.done()
+	c.cleanups.Go(func() {
 		defer close(done)
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
 		_ = c.backend.Release(ctx, key, token)
-	}()
+	})
 	t := time.NewTimer(abandonWait)
 	defer t.Stop()
 	select {
@@ -307,65 +306,23 @@ func (c *Client) Break(ctx context.Context, key string) (rec Record, found bool,
 }
 
 // Drain waits until the releases the client runs in the background have
-// finished, or ctx ends (its error is returned then). The client runs one
-// when an acquire fails after its request may have reached the store (a
-// timeout or lost reply): it gives the token back so that the key is not
-// held by nobody until the TTL, but waits for that only briefly before
-// returning the error. Each such release gives up after a few seconds.
-// A program that closes its backend or exits right after a failed acquire
-// should call Drain first; otherwise the release may never be sent.
+// finished, and then the backend's own background calls if it is a
+// [Drainer], or until ctx ends (its error is returned then). The client
+// runs such a release when an acquire fails after its request may have
+// reached the store (a timeout or lost reply): it gives the token back so
+// that the key is not held by nobody until the TTL, but waits for that
+// only briefly before returning the error. Each such release gives up
+// after a few seconds. A program that closes its backend or exits right
+// after a failed acquire should call Drain first; otherwise the release
+// may never be sent.
 func (c *Client) Drain(ctx context.Context) error {
-	idle := c.cleanups.idle()
-	select {
-	case <-idle: // first, so that nothing in flight is nil on any ctx
-		return nil
-	default:
+	if err := c.cleanups.Wait(ctx); err != nil {
+		return err
 	}
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
+	if d, ok := c.backend.(Drainer); ok {
+		return d.Drain(ctx)
 	}
-}
-
-// inFlight counts work running in the background. Unlike a
-// sync.WaitGroup it may be waited for while work is being added, and the
-// wait can end with a context.
-type inFlight struct {
-	mu sync.Mutex
-	n  int
-	// none is closed when n drops to zero; a new one is made when work
-	// is added to none.
-	none chan struct{}
-}
-
-func (f *inFlight) add() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.n == 0 {
-		f.none = make(chan struct{})
-	}
-	f.n++
-}
-
-func (f *inFlight) done() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.n--
-	if f.n == 0 {
-		close(f.none)
-	}
-}
-
-// idle returns a channel that is closed once no work is running.
-func (f *inFlight) idle() <-chan struct{} {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.n == 0 {
-		return closedChan
-	}
-	return f.none
+	return nil
 }
 
 // ReleaseAll releases every lock this client holds, for shutdown handlers

@@ -111,6 +111,23 @@ func TestDrainWaitsForAbandonedRelease(t *testing.T) {
 	}
 }
 
+// drainingBackend is a Drainer whose Drain returns err.
+type drainingBackend struct {
+	dlock.Backend
+	err error
+}
+
+func (d drainingBackend) Drain(context.Context) error { return d.err }
+
+// Client.Drain goes on to the backend's own background calls.
+func TestDrainDrainsBackend(t *testing.T) {
+	busy := errors.New("still running")
+	c := dlock.New(drainingBackend{Backend: memlock.New(), err: busy})
+	if err := c.Drain(t.Context()); !errors.Is(err, busy) {
+		t.Fatalf("Drain = %v, want the backend's Drain error", err)
+	}
+}
+
 func TestRetryWithoutNotifier(t *testing.T) {
 	ctx := t.Context()
 	c, f, _ := newFaulty(t)

@@ -84,7 +84,10 @@
 // Transport failures (refused or broken connections, timeouts, SERVER_ERROR)
 // wrap [dlock.ErrUnavailable]. gomemcache takes no context, so each call
 // runs in a goroutine and returns the context's error as soon as ctx ends;
-// the abandoned call finishes in the background within [WithTimeout]. After
+// the abandoned call finishes in the background within [WithTimeout]. An
+// acquire whose write lands after its caller left is released then (the
+// caller's own give-back may have found nothing yet); [Backend.Drain], or
+// dlock's Client.Drain, waits for those calls before a program exits. After
 // a restart or flush_all all leases are gone: the holder's next refresh
 // fails with [dlock.ErrNotHeld] and its lost signal fires (the first call
 // after a restart may fail with ErrUnavailable on a stale connection).

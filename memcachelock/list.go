@@ -90,7 +90,7 @@ func (b *Backend) scan(ctx context.Context, keyPrefix string) ([]*value, error) 
 	}
 	var out []*value
 	for batch := range slices.Chunk(found, 100) {
-		items, err := call(ctx, func() (map[string]*memcache.Item, error) { return b.mc.GetMulti(batch) })
+		items, err := call(ctx, b, func() (map[string]*memcache.Item, error) { return b.mc.GetMulti(batch) }, nil)
 		if err != nil {
 			return nil, fail("read", "", err)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/internal/detach"
 )
 
 // Backend keeps locks in memcached. It is safe for concurrent use. The zero
@@ -20,11 +21,14 @@ type Backend struct {
 	servers []string // as given, in order: the order decides which server holds a key
 	prefix  string
 	timeout time.Duration
+
+	running detach.Group // calls whose callers may leave, for Drain
 }
 
 var (
 	_ dlock.Backend       = (*Backend)(nil)
 	_ dlock.Breaker       = (*Backend)(nil)
+	_ dlock.Drainer       = (*Backend)(nil)
 	_ dlock.Lister        = (*Backend)(nil)
 	_ dlock.StatsReporter = (*Backend)(nil)
 )
@@ -133,8 +137,15 @@ func New(servers []string, opts ...Option) (*Backend, error) {
 }
 
 // Close closes idle connections. The Backend stays usable and opens new
-// connections as needed.
+// connections as needed. Call [Backend.Drain] (or dlock's Client.Drain)
+// first, so that calls still running in the background are not cut short.
 func (b *Backend) Close() error { return b.mc.Close() }
+
+// Drain implements [dlock.Drainer]: it waits until no call runs in the
+// background, or ctx ends. A call whose caller left when its context ended
+// goes on until it completes or its socket timeout passes; an acquire that
+// lands after its caller left is then released, which Drain waits for too.
+func (b *Backend) Drain(ctx context.Context) error { return b.running.Wait(ctx) }
 
 // maxRaces bounds the retries of an operation whose compare-and-swap lost to
 // a concurrent change. Each lost race means another client's write landed,
@@ -144,44 +155,31 @@ const maxRaces = 16
 // call runs fn, a blocking gomemcache call, and returns its result, or the
 // context's error as soon as ctx ends. gomemcache takes no context, so a call
 // cut short keeps running in the background until it completes or its
-// socket timeout passes; its outcome is then unknown to the caller, which
-// the core handles (it gives back an acquire whose reply was lost).
-func call[T any](ctx context.Context, fn func() (T, error)) (T, error) {
-	var zero T
-	if err := ctx.Err(); err != nil {
-		return zero, err
-	}
-	if ctx.Done() == nil {
-		return fn() // cannot be cancelled: no goroutine needed
-	}
-	type result struct {
-		v   T
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		v, err := fn()
-		ch <- result{v, err}
-	}()
-	select {
-	case r := <-ch:
-		return r.v, r.err
-	case <-ctx.Done():
-		return zero, ctx.Err()
-	}
+// socket timeout passes (Drain waits for it); if it then succeeds, late (if
+// not nil) receives its result. Otherwise its outcome is unknown to the
+// caller, which the core handles (it gives back an acquire whose reply was
+// lost).
+func call[T any](ctx context.Context, b *Backend, fn func() (T, error), late func(T)) (T, error) {
+	return detach.Call(ctx, &b.running, fn, late)
 }
 
 func (b *Backend) get(ctx context.Context, itemKey string) (*memcache.Item, error) {
-	return call(ctx, func() (*memcache.Item, error) { return b.mc.Get(itemKey) })
+	return call(ctx, b, func() (*memcache.Item, error) { return b.mc.Get(itemKey) }, nil)
 }
 
-func (b *Backend) add(ctx context.Context, it *memcache.Item) error {
-	_, err := call(ctx, func() (struct{}, error) { return struct{}{}, b.mc.Add(it) })
-	return err
-}
-
-func (b *Backend) cas(ctx context.Context, it *memcache.Item) error {
-	_, err := call(ctx, func() (struct{}, error) { return struct{}{}, b.mc.CompareAndSwap(it) })
+// write adds it (if old is nil) or swaps it for old. undo, if not nil, runs
+// if the write succeeds after ctx ended.
+func (b *Backend) write(ctx context.Context, it *memcache.Item, old bool, undo func()) error {
+	var late func(struct{})
+	if undo != nil {
+		late = func(struct{}) { undo() }
+	}
+	_, err := call(ctx, b, func() (struct{}, error) {
+		if !old {
+			return struct{}{}, b.mc.Add(it)
+		}
+		return struct{}{}, b.mc.CompareAndSwap(it)
+	}, late)
 	return err
 }
 
@@ -255,11 +253,19 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		if err != nil {
 			return dlock.Record{}, false, err
 		}
+		// A write that lands after the caller left would take the key for
+		// nobody until the TTL, if the core's give-back (a release) got
+		// there first: undo it.
+		undo := func() {
+			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+			defer cancel()
+			_ = b.Release(ctx, req.Key, req.Token)
+		}
 		if it == nil {
-			err = b.add(ctx, &memcache.Item{Key: lockKey, Value: data, Expiration: exp})
+			err = b.write(ctx, &memcache.Item{Key: lockKey, Value: data, Expiration: exp}, false, undo)
 		} else {
 			it.Value, it.Expiration = data, exp
-			err = b.cas(ctx, it)
+			err = b.write(ctx, it, true, undo)
 		}
 		switch {
 		case err == nil:
@@ -296,7 +302,7 @@ func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Durat
 			return dlock.Record{}, err
 		}
 		it.Expiration = exp
-		err = b.cas(ctx, it)
+		err = b.write(ctx, it, true, nil)
 		switch {
 		case err == nil:
 			return v.record(), nil
@@ -352,7 +358,7 @@ func (b *Backend) remove(ctx context.Context, op, key string, match func(*value)
 			return nil, err
 		}
 		it.Expiration = tombstoneTTL
-		err = b.cas(ctx, it)
+		err = b.write(ctx, it, true, nil)
 		switch {
 		case err == nil:
 			return v, nil

@@ -68,12 +68,12 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/internal/detach"
 )
 
 // DefaultPrefix is put in front of every key unless [WithPrefix] says
@@ -589,48 +589,14 @@ func onCallersGoroutine(ctx context.Context, direct bool) bool {
 // wins, fn goes on in the background and late (if not nil) receives its
 // result if it succeeds.
 func call[T any](ctx context.Context, direct bool, fn func(context.Context) (T, error), late func(T)) (T, error) {
-	var zero T
-	if err := ctx.Err(); err != nil {
-		return zero, err
-	}
 	if onCallersGoroutine(ctx, direct) {
+		if err := ctx.Err(); err != nil {
+			var zero T
+			return zero, err
+		}
 		return fn(ctx)
 	}
-	type result struct {
-		v   T
-		err error
-	}
-	var (
-		mu        sync.Mutex
-		abandoned bool
-		done      = make(chan result, 1)
-	)
-	go func() {
-		v, err := fn(ctx)
-		mu.Lock()
-		gone := abandoned
-		if !gone {
-			done <- result{v, err}
-		}
-		mu.Unlock()
-		if gone && err == nil && late != nil {
-			late(v)
-		}
-	}()
-	select {
-	case r := <-done:
-		return r.v, r.err
-	case <-ctx.Done():
-		mu.Lock()
-		defer mu.Unlock()
-		select {
-		case r := <-done: // it finished meanwhile: use it
-			return r.v, r.err
-		default:
-		}
-		abandoned = true
-		return zero, ctx.Err()
-	}
+	return detach.Call(ctx, nil, func() (T, error) { return fn(ctx) }, late)
 }
 
 // fail wraps an error of operation op: context errors stay recognisable, a

@@ -54,8 +54,18 @@ var (
 	_ dlock.StatsReporter = (*counted)(nil)
 	_ dlock.Cleaner       = (*counted)(nil)
 	_ dlock.Breaker       = (*counted)(nil)
+	_ dlock.Drainer       = (*counted)(nil)
 	_ dlock.Notifier      = (*countedNotifier)(nil)
 )
+
+// Drain forwards to the backend's, if it has one, so that a client over
+// the counted backend drains it too.
+func (c *counted) Drain(ctx context.Context) error {
+	if d, ok := c.inner.(dlock.Drainer); ok {
+		return d.Drain(ctx)
+	}
+	return nil
+}
 
 func (c *counted) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
 	c.counts.Acquire.Add(1)

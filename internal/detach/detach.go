@@ -1,0 +1,117 @@
+// Package detach lets a caller leave a call it cannot cancel once its
+// context ends, undoes what such a call did after the caller left, and
+// counts what still runs in the background so that a program can wait for
+// it before it exits.
+package detach
+
+import (
+	"context"
+	"sync"
+)
+
+// Group counts goroutines running in the background. Unlike a
+// sync.WaitGroup it may be waited for while goroutines are being added,
+// and a wait ends with its context. The zero value is ready.
+type Group struct {
+	mu sync.Mutex
+	n  int
+	// none is closed when n drops to zero; a new one is made when a
+	// goroutine is added to none.
+	none chan struct{}
+}
+
+// Go runs fn on a goroutine of its own, counted until fn returns.
+func (g *Group) Go(fn func()) {
+	g.mu.Lock()
+	if g.n == 0 {
+		g.none = make(chan struct{})
+	}
+	g.n++
+	g.mu.Unlock()
+	go func() {
+		defer g.done()
+		fn()
+	}()
+}
+
+func (g *Group) done() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.n--
+	if g.n == 0 {
+		close(g.none)
+	}
+}
+
+// Wait waits until no goroutine of g runs, or ctx ends (its cause is
+// returned then). With none running it returns nil, whatever ctx.
+func (g *Group) Wait(ctx context.Context) error {
+	g.mu.Lock()
+	if g.n == 0 {
+		g.mu.Unlock()
+		return nil
+	}
+	none := g.none
+	g.mu.Unlock()
+	select {
+	case <-none:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// Call runs fn and returns its result, or ctx's error as soon as ctx ends.
+// fn runs on a goroutine of g (or an uncounted one if g is nil), unless ctx
+// cannot end. When ctx wins, fn goes on in the background, and if it then
+// succeeds late (if not nil) receives its result, so that a write that
+// landed after its caller left can be undone.
+func Call[T any](ctx context.Context, g *Group, fn func() (T, error), late func(T)) (T, error) {
+	var zero T
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	if ctx.Done() == nil {
+		return fn() // cannot be cancelled: no goroutine needed
+	}
+	type result struct {
+		v   T
+		err error
+	}
+	var (
+		mu        sync.Mutex
+		abandoned bool
+		done      = make(chan result, 1)
+	)
+	run := func() {
+		v, err := fn()
+		mu.Lock()
+		gone := abandoned
+		if !gone {
+			done <- result{v, err}
+		}
+		mu.Unlock()
+		if gone && err == nil && late != nil {
+			late(v)
+		}
+	}
+	if g != nil {
+		g.Go(run)
+	} else {
+		go run()
+	}
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case r := <-done: // it finished meanwhile: use it
+			return r.v, r.err
+		default:
+		}
+		abandoned = true
+		return zero, ctx.Err()
+	}
+}

@@ -1,0 +1,63 @@
+package detach
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+// A call whose context ends returns at once; fn goes on, counted by the
+// group, and its result reaches late.
+func TestCallLeavesAndLateGetsResult(t *testing.T) {
+	var g Group
+	release, late := make(chan struct{}), make(chan int, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	entered := make(chan struct{})
+	go func() { <-entered; cancel() }()
+	_, err := Call(ctx, &g, func() (int, error) {
+		close(entered)
+		<-release
+		return 7, nil
+	}, func(v int) { late <- v })
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Call = %v, want context.Canceled", err)
+	}
+
+	done, stop := context.WithCancel(t.Context())
+	stop()
+	if err := g.Wait(done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait while fn runs = %v, want the context's error", err)
+	}
+	close(release)
+	if err := g.Wait(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case v := <-late:
+		if v != 7 {
+			t.Errorf("late got %d, want 7", v)
+		}
+	default:
+		t.Error("Wait returned before late ran")
+	}
+	if err := g.Wait(done); err != nil {
+		t.Errorf("Wait with nothing running = %v, want nil on any context", err)
+	}
+}
+
+// A call that finishes first returns fn's result, and late is not called.
+func TestCallReturnsResult(t *testing.T) {
+	var g Group
+	boom := errors.New("boom")
+	_, err := Call(t.Context(), &g, func() (int, error) { return 0, boom }, func(int) { t.Error("late called") })
+	if !errors.Is(err, boom) {
+		t.Fatalf("Call = %v, want fn's error", err)
+	}
+	v, err := Call(context.Background(), nil, func() (int, error) { return 3, nil }, nil)
+	if v != 3 || err != nil {
+		t.Fatalf("Call on a context that cannot end = %d, %v", v, err)
+	}
+	if err := g.Wait(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
