@@ -124,17 +124,27 @@ func pgAddr(p *pgxpool.Pool) string {
 	return net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))
 }
 
-// pgRoundTrips counts the statements a pool's connections send: Query,
-// QueryRow and Exec (one round trip each), and the Prepare that pgx sends
-// before a statement's first run on a connection. It does not see the
-// ping pgxpool sends when it hands out a connection idle for over a
-// second.
+// pgRoundTrips counts the round trips a pool's connections make: Query,
+// QueryRow and Exec (one each), a batch (one: pgx sends it as a
+// pipeline), and the Prepare that pgx sends before a statement's first run
+// on a connection. It does not see the ping pgxpool sends when it hands
+// out a connection idle for over a second.
 type pgRoundTrips struct{ n atomic.Uint64 }
 
 var (
 	_ pgx.QueryTracer   = (*pgRoundTrips)(nil)
+	_ pgx.BatchTracer   = (*pgRoundTrips)(nil)
 	_ pgx.PrepareTracer = (*pgRoundTrips)(nil)
 )
+
+func (t *pgRoundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	t.n.Add(1)
+	return ctx
+}
+
+func (t *pgRoundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+
+func (t *pgRoundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 func (t *pgRoundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
 	t.n.Add(1)
