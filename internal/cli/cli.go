@@ -95,7 +95,7 @@ See 'dlock help COMMAND' for each command.`,
 	pf.BoolVar(&e.json, "json", false, "print the result as JSON on stdout")
 	pf.BoolVarP(&e.quiet, "quiet", "q", false, "print nothing but errors; the exit status tells the outcome")
 	e.timeout = 30 * time.Second
-	pf.Var(&durationValue{d: &e.timeout}, "timeout", "bound on each store operation, waits excluded")
+	pf.Var(&durationValue{d: &e.timeout}, "timeout", "bound on each store operation, waits excluded, and on giving back before exit an acquire that failed in flight")
 
 	root.AddCommand(
 		newRunCmd(e),
