@@ -98,7 +98,8 @@
 // its slot up until a statement gets one again. LISTEN needs a session:
 // point the pool at PostgreSQL or at a pooler in session mode (PgBouncer
 // in transaction mode does not deliver notifications; waiters then wake
-// only at the holder's expiry).
+// only at the holder's expiry; statement mode does not work at all, since
+// an acquire is two statements in one transaction).
 //
 // The order is not strict FIFO: a free key goes to whoever reaches the
 // server first, and an acquire that does not wait can take it before the
