@@ -326,8 +326,9 @@ func (c *Client) Drain(ctx context.Context) error {
 }
 
 // ReleaseAll releases every lock this client holds, for shutdown handlers
-// (which call [Client.Drain] after it). It returns how many it released and the errors of those it could not
-// (joined; locks already lost count as not released).
+// (which call [Client.Drain] after it). It returns how many it released
+// and the errors of those it could not (joined; locks already lost count
+// as not released).
 func (c *Client) ReleaseAll(ctx context.Context) (int, error) {
 	locks := c.held.all()
 	var errs []error

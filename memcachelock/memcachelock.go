@@ -167,18 +167,19 @@ func (b *Backend) get(ctx context.Context, itemKey string) (*memcache.Item, erro
 	return call(ctx, b, func() (*memcache.Item, error) { return b.mc.Get(itemKey) }, nil)
 }
 
-// write adds it (if old is nil) or swaps it for old. undo, if not nil, runs
-// if the write succeeds after ctx ended.
-func (b *Backend) write(ctx context.Context, it *memcache.Item, old bool, undo func()) error {
+// write adds it, or with swap replaces the item it was read as (a
+// compare-and-swap). undo, if not nil, runs if the write succeeds after
+// ctx ended.
+func (b *Backend) write(ctx context.Context, it *memcache.Item, swap bool, undo func()) error {
 	var late func(struct{})
 	if undo != nil {
 		late = func(struct{}) { undo() }
 	}
 	_, err := call(ctx, b, func() (struct{}, error) {
-		if !old {
-			return struct{}{}, b.mc.Add(it)
+		if swap {
+			return struct{}{}, b.mc.CompareAndSwap(it)
 		}
-		return struct{}{}, b.mc.CompareAndSwap(it)
+		return struct{}{}, b.mc.Add(it)
 	}, late)
 	return err
 }

@@ -271,10 +271,10 @@ func (e *env) client(ctx context.Context, opts ...dlock.Option) (*dlock.Client, 
 	return c, nil
 }
 
-// drain waits, at most --timeout, for the releases the clients still run in
-// the background: an acquire that failed after reaching the store gives its
-// token back that way, and exiting first would leave the key held by
-// nobody until its TTL.
+// drain waits, at most --timeout, for what the clients and their backends
+// still run in the background: an acquire that failed after reaching the
+// store gives its token back that way, and exiting first would leave the
+// key held by nobody until its TTL.
 func (e *env) drain() {
 	ctx, cancel := e.cleanupContext(context.Background())
 	defer cancel()
