@@ -256,11 +256,14 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		}
 		// A write that lands after the caller left would take the key for
 		// nobody until the TTL, if the core's give-back (a release) got
-		// there first: undo it.
-		undo := func() {
-			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-			defer cancel()
-			_ = b.Release(ctx, req.Key, req.Token)
+		// there first: undo it. (A caller whose ctx cannot end waits.)
+		var undo func()
+		if ctx.Done() != nil {
+			undo = func() {
+				ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+				defer cancel()
+				_ = b.Release(ctx, req.Key, req.Token)
+			}
 		}
 		if it == nil {
 			err = b.write(ctx, &memcache.Item{Key: lockKey, Value: data, Expiration: exp}, false, undo)
