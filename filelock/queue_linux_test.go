@@ -15,25 +15,13 @@ import (
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/filelock"
 	"github.com/dlock-dev/dlock/internal/proctest"
+	"github.com/dlock-dev/dlock/internal/waitfor"
 )
 
 // The FIFO queue. Waiters join in a known order: each test waits until the
 // key's record counts the new ticket (queue_next) before starting the next
 // waiter, and finds who holds the key with Inspect (the owner's pid or
 // label), so no sleep stands in for synchronisation.
-
-// waitFor polls cond until it holds; proctest.LineTimeout bounds it so that a broken
-// queue fails the test instead of hanging it.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(proctest.LineTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 // queueNext reads the key's record as people and tools would.
 func queueNext(t *testing.T, dir, key string) uint64 {
@@ -53,7 +41,7 @@ func queueNext(t *testing.T, dir, key string) uint64 {
 
 func waitQueued(t *testing.T, dir, key string, n uint64) {
 	t.Helper()
-	waitFor(t, "ticket "+strconv.FormatUint(n-1, 10)+" is taken", func() bool { return queueNext(t, dir, key) >= n })
+	waitfor.Until(t, "ticket "+strconv.FormatUint(n-1, 10)+" is taken", func() bool { return queueNext(t, dir, key) >= n })
 }
 
 // stopOutsideFlock stops c's process (SIGSTOP) at a moment when it does
@@ -63,11 +51,11 @@ func waitQueued(t *testing.T, dir, key string, n uint64) {
 // still be finishing that section, or look at the key once more.
 func stopOutsideFlock(t *testing.T, c *proctest.Child, path string) {
 	t.Helper()
-	waitFor(t, "the process is stopped outside the key's flock", func() bool {
+	waitfor.Until(t, "the process is stopped outside the key's flock", func() bool {
 		if err := c.Process().Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "every thread of the process has stopped", func() bool { return stopped(t, c.Pid()) })
+		waitfor.Until(t, "every thread of the process has stopped", func() bool { return stopped(t, c.Pid()) })
 		f, err := os.Open(path)
 		if err != nil {
 			t.Fatal(err)
@@ -107,7 +95,7 @@ func stopped(t *testing.T, pid int) bool {
 func waitHolder(t *testing.T, b dlock.Backend, key string, notPID int) dlock.Record {
 	t.Helper()
 	var rec dlock.Record
-	waitFor(t, "the key has a new holder", func() bool {
+	waitfor.Until(t, "the key has a new holder", func() bool {
 		r, found, err := b.Inspect(t.Context(), key)
 		if err != nil {
 			t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/dlocktest"
+	"github.com/dlock-dev/dlock/internal/waitfor"
 	"github.com/dlock-dev/dlock/pglock"
 )
 
@@ -138,7 +139,7 @@ func TestWaiterThatGivesUpLeaves(t *testing.T) {
 	if err, _ := failed.Load().(error); err == nil {
 		t.Fatal("Acquire after its context ended succeeded")
 	}
-	waitFor(t, "the waiter that gave up leaves", func() bool { return waiters(t, dsn, table, "job") == 0 })
+	waitfor.Until(t, "the waiter that gave up leaves", func() bool { return waiters(t, dsn, table, "job") == 0 })
 }
 
 // waiters counts key's rows in table's waiters.

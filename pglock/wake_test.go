@@ -12,6 +12,7 @@ import (
 
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/dlocktest"
+	"github.com/dlock-dev/dlock/internal/waitfor"
 	"github.com/dlock-dev/dlock/pglock"
 )
 
@@ -102,19 +103,7 @@ func listen(t *testing.T, b *pglock.Backend) {
 		t.Fatal(err)
 	}
 	t.Cleanup(cancel)
-	waitFor(t, "the backend LISTENs", func() bool { return pglock.Listening(b) })
-}
-
-// waitFor waits until cond holds, failing t if it does not within 30s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 30s for: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitfor.Until(t, "the backend LISTENs", func() bool { return pglock.Listening(b) })
 }
 
 // TestListeningEndsWithTheWait: the connection that listened for a
@@ -137,7 +126,7 @@ func TestListeningEndsWithTheWait(t *testing.T) {
 		l, err := c.Acquire(t.Context(), "k", dlock.WithMaxWait(time.Minute))
 		got <- result{l, err}
 	}()
-	waitFor(t, "the waiter's backend LISTENs", func() bool { return pglock.Listening(b) })
+	waitfor.Until(t, "the waiter's backend LISTENs", func() bool { return pglock.Listening(b) })
 	if err := holder.Release(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +134,7 @@ func TestListeningEndsWithTheWait(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("waiter: %v", r.err)
 	}
-	waitFor(t, "the listening connection closes once nobody waits", func() bool { return !pglock.Listening(b) })
+	waitfor.Until(t, "the listening connection closes once nobody waits", func() bool { return !pglock.Listening(b) })
 	if err := r.l.Release(t.Context()); err != nil {
 		t.Fatal(err)
 	}
