@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/dlock-dev/dlock/internal/detach"
@@ -18,6 +19,7 @@ type Client struct {
 
 	held     heldLocks
 	cleanups detach.Group // releases running in the background, for Drain
+	retrying atomic.Int32 // releases being made again (see releaseLater)
 }
 
 // New returns a client over b. opts set defaults for every call; see
@@ -101,7 +103,7 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 		if err != nil {
 			// The request may have landed before the error (a timeout after
 			// sending): give back what we may hold, on a context of our own.
-			c.abandon(ctx, key, token)
+			c.abandon(ctx, key, token, sent.Add(o.ttl))
 			return nil, c.acquireError(key, lastHolder, err)
 		}
 		if granted {
@@ -122,7 +124,7 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 			if err != nil {
 				// The refused attempt may have left something behind (a
 				// FIFO ticket): give it back, as after a failed attempt.
-				c.abandon(ctx, key, token)
+				c.abandon(ctx, key, token, sent.Add(o.ttl))
 				return nil, c.acquireError(key, &rec, err)
 			}
 			defer cancel()
@@ -174,27 +176,6 @@ func (c *Client) sleep(ctx context.Context, retry RetryStrategy, attempt int, ho
 	case <-t.C:
 	}
 	return nil
-}
-
-// abandon releases a token whose acquire outcome is unknown. It ignores the
-// caller's cancellation, since the caller is the one who gave up. It waits
-// at most abandonWait, so that a hung store cannot hold the caller far past
-// its own deadline; a slower release finishes in the background, bounded by
-// cleanupTimeout; [Client.Drain] waits for it.
-func (c *Client) abandon(ctx context.Context, key, token string) {
-	done := make(chan struct{})
-	c.cleanups.Go(func() {
-		defer close(done)
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
-		_ = c.backend.Release(ctx, key, token)
-	})
-	t := time.NewTimer(abandonWait)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-	}
 }
 
 // Do takes key (waiting like [Client.Acquire]), runs fn and releases the
@@ -314,7 +295,8 @@ func (c *Client) Break(ctx context.Context, key string) (rec Record, found bool,
 // only briefly before returning the error. Each such release gives up
 // after a few seconds. A program that closes its backend or exits right
 // after a failed acquire should call Drain first; otherwise the release
-// may never be sent.
+// may never be sent. Releases the store did not confirm, which the client
+// makes again for up to a minute (see [Lock.Release]), are not waited for.
 func (c *Client) Drain(ctx context.Context) error {
 	if err := c.cleanups.Wait(ctx); err != nil {
 		return err

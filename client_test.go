@@ -13,6 +13,7 @@ import (
 
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/dlocktest"
+	"github.com/dlock-dev/dlock/internal/waitfor"
 	"github.com/dlock-dev/dlock/memlock"
 )
 
@@ -617,4 +618,75 @@ func TestOnWaitOncePerAcquire(t *testing.T) {
 		t.Errorf("%d attempts told of the wait %d times, want at least 3 attempts told once", n, told)
 	}
 	_ = l.Release(ctx)
+}
+
+// A release the store did not confirm is made again in the background
+// until it is: one lost call does not leave the key held by nobody for
+// the rest of its TTL.
+func TestUnconfirmedReleaseIsRetried(t *testing.T) {
+	ctx := t.Context()
+	c, f, mem := newFaulty(t)
+	key := uniqueKey(t)
+	l, err := c.TryAcquire(ctx, key, dlock.WithTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Inject(dlocktest.OpRelease, dlocktest.Fault{Times: 3})
+	if err := l.Release(ctx); !errors.Is(err, dlock.ErrUnavailable) {
+		t.Fatalf("Release on an unreachable store = %v, want ErrUnavailable", err)
+	}
+	waitfor.Until(t, "the lease is given back once the store answers", func() bool {
+		_, found, _ := mem.Inspect(ctx, key)
+		return !found
+	})
+	if n := f.Calls(dlocktest.OpRelease); n != 4 {
+		t.Errorf("backend Release called %d times, want 4 (3 failed, then the one that freed the key)", n)
+	}
+}
+
+// A release the store answered, even with a refusal, is not made again.
+func TestAnsweredReleaseIsNotRetried(t *testing.T) {
+	ctx := t.Context()
+	c, f, mem := newFaulty(t)
+	key := uniqueKey(t)
+	l, err := c.TryAcquire(ctx, key, dlock.WithTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Inject(dlocktest.OpRelease, dlocktest.Fault{Err: dlock.ErrNotHeld, Times: 1})
+	if err := l.Release(ctx); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Fatalf("Release refused by the store = %v, want ErrNotHeld", err)
+	}
+	// A retry would free the lease the refusal left in the store; a
+	// TryAcquire that outlasts any backoff finds it still held.
+	other, err := c.Acquire(ctx, key, dlock.WithMaxWait(2*time.Second), dlock.WithRetry(dlock.ExponentialBackoff(time.Millisecond, 50*time.Millisecond)))
+	if !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Errorf("Acquire after a refused release = %v, %v; want the lease still held", other, err)
+	}
+	if _, found, _ := mem.Inspect(ctx, key); !found {
+		t.Error("the lease left by the refused release is gone")
+	}
+	if n := f.Calls(dlocktest.OpRelease); n != 1 {
+		t.Errorf("backend Release called %d times, want 1", n)
+	}
+}
+
+// The give-back of an acquire whose outcome is unknown is made again
+// while the store cannot be reached.
+func TestAbandonRetriesUnconfirmedRelease(t *testing.T) {
+	ctx := t.Context()
+	c, f, mem := newFaulty(t)
+	key := uniqueKey(t)
+	f.Inject(dlocktest.OpAcquire, dlocktest.Fault{After: true, Times: 1})
+	f.Inject(dlocktest.OpRelease, dlocktest.Fault{Times: 2})
+	if _, err := c.TryAcquire(ctx, key, dlock.WithTTL(time.Hour)); !errors.Is(err, dlock.ErrUnavailable) {
+		t.Fatalf("TryAcquire with a lost reply = %v, want ErrUnavailable", err)
+	}
+	waitfor.Until(t, "the lease granted before the lost reply is given back", func() bool {
+		_, found, _ := mem.Inspect(ctx, key)
+		return !found
+	})
+	if n := f.Calls(dlocktest.OpRelease); n != 3 {
+		t.Errorf("backend Release called %d times, want 3", n)
+	}
 }

@@ -224,8 +224,12 @@ func (l *Lock) Refresh(ctx context.Context) error {
 
 // Release frees the lock in the store, stops the watchdog and fires Done
 // with [ErrReleased]. It returns an error matching [ErrNotHeld] if the lock
-// was already released, lost, broken or expired; a store error leaves the
-// lease to expire at its TTL. With [WithMinHold], a release before the
+// was already released, lost, broken or expired. When the store cannot be
+// reached or does not answer in time (an error matching [ErrUnavailable]
+// or ctx's), the release is made again in the background, with backoff,
+// until the store confirms it, the lease has expired, or a minute has
+// passed ([Client.Drain] does not wait for that). With [WithMinHold], a
+// release before the
 // minimum hold has passed leaves the key taken until then instead of freeing
 // it.
 func (l *Lock) Release(ctx context.Context) error {
@@ -247,6 +251,13 @@ func (l *Lock) Release(ctx context.Context) error {
 	// Even a lost lock is released in the store: validity may have passed
 	// on our clock while the lease still stands there.
 	if err := l.client.backend.Release(ctx, l.key, l.token); err != nil {
+		if unconfirmed(err) {
+			l.mu.Lock()
+			expiry := l.validUntil.Add(drift(l.opts.ttl))
+			l.mu.Unlock()
+			l.client.releaseLater(ctx, l.key, l.token, expiry)
+			return fmt.Errorf("dlock: release %q (retrying in the background until the lease expires): %w", l.key, err)
+		}
 		return fmt.Errorf("dlock: release %q: %w", l.key, err)
 	}
 	if prior != nil {

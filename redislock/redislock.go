@@ -480,6 +480,17 @@ func (b *Backend) GiveBack(ctx context.Context, key, token string) error {
 	return b.release(ctx, key, token, false)
 }
 
+// Wake wakes waiters of key as a release does, without changing the key:
+// for package redlock, when a share was given back without waking anyone
+// in the belief that another holder's release would, and that release
+// turned out to have come already.
+func (b *Backend) Wake(ctx context.Context, key string) error {
+	if err := b.rdb.Publish(ctx, b.names(key).channel, "").Err(); err != nil {
+		return b.fail(ctx, "wake", key, err)
+	}
+	return nil
+}
+
 func (b *Backend) release(ctx context.Context, key, token string, wake bool) error {
 	n := b.names(key)
 	id := dlock.LockID(token)

@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/internal/waitfor"
 	"github.com/dlock-dev/dlock/redlock"
 )
 
@@ -236,4 +240,79 @@ func grant(t *testing.T, c *dlock.Client, key string) uint64 {
 		t.Fatal(err)
 	}
 	return l.Fence()
+}
+
+// A release that never reaches one master (its client's only connection
+// is busy: a full pool, as under load) leaves that master's share; the
+// release, confirmed by the quorum, goes on asking that master in the
+// background until it answers, so the share does not stay for the rest of
+// the TTL. A few such shares, left by different leases on different
+// masters, kept every contender from a quorum.
+func TestReleaseReachesBusyMasterLater(t *testing.T) {
+	servers, clients := masters(t, 3)
+	busy := redis.NewClient(&redis.Options{
+		Addr: servers[2].Addr, ContextTimeoutEnabled: true, PoolSize: 1,
+		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		MaxRetries: -1, DialerRetries: 1,
+	})
+	t.Cleanup(func() { _ = busy.Close() })
+	prefix := uniquePrefix()
+	b, err := redlock.New([]redis.UniversalClient{clients[0], clients[1], busy},
+		redlock.WithPrefix(prefix), redlock.WithMasterTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := t.Context()
+	l, err := dlock.New(b, dlock.WithTTL(time.Hour)).TryAcquire(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Hold busy's only connection with a blocking pop, until a push.
+	popped := make(chan error, 1)
+	go func() { popped <- busy.BLPop(context.WithoutCancel(ctx), 0, prefix+"block").Err() }()
+	blocked := func() bool {
+		info, err := clients[2].Info(ctx, "clients").Result()
+		return err == nil && strings.Contains(info, "blocked_clients:1")
+	}
+	waitfor.Until(t, "the blocking pop holds the connection", blocked)
+
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("Release with one master of three out of reach: %v", err)
+	}
+	share := newBackend(t, clients[2:], prefix) // master 2 through a free client
+	if _, found, err := share.Inspect(ctx, "k"); err != nil || !found {
+		t.Fatalf("share on the master the release did not reach: found %v, %v; want it there still", found, err)
+	}
+	if err := clients[2].LPush(ctx, prefix+"block", "go").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-popped; err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Until(t, "the share is released once the master can be reached", func() bool {
+		_, found, err := share.Inspect(ctx, "k")
+		return err == nil && !found
+	})
+}
+
+// A master that refuses connections is down: a release confirmed by the
+// others does not go on asking it, which with one master of three down
+// would set every release retrying.
+func TestReleaseDoesNotRetryMasterDown(t *testing.T) {
+	servers, clients := masters(t, 3)
+	b := newBackend(t, clients, uniquePrefix())
+	ctx := t.Context()
+	l, err := dlock.New(b, dlock.WithTTL(time.Hour)).TryAcquire(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers[2].Stop()
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("Release with one master of three down: %v", err)
+	}
+	if n := redlock.Retrying(b); n != 0 {
+		t.Errorf("%d releases are being made again; want none for a master that is down", n)
+	}
 }

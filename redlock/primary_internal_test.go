@@ -76,17 +76,7 @@ func TestQuorumWithoutPrimaryWakesNobody(t *testing.T) {
 			holder = take(t, b, i, key, token, time.Minute)
 		}
 	}
-	publishes := func() int {
-		info, err := direct[primary].Info(ctx, "commandstats").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		stats, err := bench.ParseCommandStats(info)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return int(stats["publish"].Calls)
-	}
+	publishes := func() int { return publishCalls(t, direct[primary]) }
 	before := publishes()
 	_, err := dlock.New(b, dlock.WithTTL(time.Minute)).TryAcquire(ctx, key)
 	var nae *dlock.NotAcquiredError
@@ -98,5 +88,59 @@ func TestQuorumWithoutPrimaryWakesNobody(t *testing.T) {
 	}
 	if _, found, err := b.nodes[primary].Inspect(ctx, key); err != nil || found {
 		t.Errorf("primary after the refusal: found %v, %v; want it given back", found, err)
+	}
+}
+
+// publishCalls is how many PUBLISH commands c's server has run.
+func publishCalls(t *testing.T, c *redis.Client) int {
+	t.Helper()
+	info, err := c.Info(t.Context(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats, err := bench.ParseCommandStats(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(stats["publish"].Calls)
+}
+
+// As above, but the quorum's holder lets go between the refusals and the
+// give-back of the primary, and its release woke somebody else (here it
+// publishes nothing at all): the waiters the primary refused wait for its
+// holder, so once the key is found free of any quorum the primary's holder
+// wakes them (one PUBLISH on the primary). Without it, 100 workers on three
+// masters could all wait a whole TTL for a key nobody held.
+func TestQuorumGoneBeforeGiveBackWakes(t *testing.T) {
+	ctx := t.Context()
+	b, direct := masters(t)
+	const key, token = "k", "0123456789abcdef0123456789abcdef"
+	primary := b.primary(key)
+	var others []int
+	for i := range b.nodes {
+		if i != primary {
+			others = append(others, i)
+			take(t, b, i, key, token, time.Minute)
+		}
+	}
+	testHookGiveBack = func() {
+		for _, i := range others {
+			if err := b.nodes[i].GiveBack(ctx, key, token); err != nil {
+				t.Errorf("holder's release on master %d: %v", i, err)
+			}
+		}
+	}
+	t.Cleanup(func() { testHookGiveBack = nil })
+	before := publishCalls(t, direct[primary])
+	if _, err := dlock.New(b, dlock.WithTTL(time.Minute)).TryAcquire(ctx, key); !errors.Is(err, dlock.ErrNotAcquired) {
+		t.Fatalf("TryAcquire = %v; want refused", err)
+	}
+	if n := publishCalls(t, direct[primary]) - before; n != 1 {
+		t.Errorf("the primary published %d times after its holder gave it back, want 1 (the wake-up)", n)
+	}
+	for _, i := range others {
+		if n := publishCalls(t, direct[i]); n != 0 {
+			t.Errorf("master %d published %d times, want 0: one wake-up is enough", i, n)
+		}
 	}
 }

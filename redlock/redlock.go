@@ -57,6 +57,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/internal/detach"
 	"github.com/dlock-dev/dlock/redislock"
 )
 
@@ -66,6 +67,19 @@ type Backend struct {
 	nodes   []*redislock.Backend
 	quorum  int
 	timeout time.Duration // bounds each call to one master
+
+	// Releases a master did not confirm, made again in the background
+	// (see releaseLater) until Close ends life.
+	life     context.Context
+	stop     context.CancelFunc
+	mu       sync.Mutex
+	retrying map[leg]bool // at most one retry per leg at a time
+}
+
+// leg is one master's share of one lease.
+type leg struct {
+	master     int
+	key, token string
 }
 
 var (
@@ -129,7 +143,8 @@ func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
 	if err := errors.Join(o.errs...); err != nil {
 		return nil, fmt.Errorf("redlock: %w: %w", dlock.ErrInvalidOption, err)
 	}
-	b := &Backend{quorum: len(clients)/2 + 1, timeout: o.timeout}
+	b := &Backend{quorum: len(clients)/2 + 1, timeout: o.timeout, retrying: make(map[leg]bool)}
+	b.life, b.stop = context.WithCancel(context.Background())
 	addrs := make(map[string]bool)
 	for i, c := range clients {
 		if c == nil || slices.Index(clients, c) != i {
@@ -155,9 +170,10 @@ func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
 	return b, nil
 }
 
-// Close stops every master's pub/sub connection. The go-redis clients
-// stay open.
+// Close stops every master's pub/sub connection and the releases being
+// made again in the background. The go-redis clients stay open.
 func (b *Backend) Close() error {
+	b.stop()
 	var errs []error
 	for _, n := range b.nodes {
 		errs = append(errs, n.Close())
@@ -310,8 +326,14 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 			// new race after every release, or for as long as the quorum
 			// was held.
 			if len(refusals) < len(b.nodes) {
+				if testHookGiveBack != nil {
+					testHookGiveBack()
+				}
 				p := as[primary]
 				b.giveBack(ctx, req.Key, req.Token, as, !held && (p.err != nil || p.v.ok))
+				if held && p.err == nil && p.v.ok {
+					b.wakeUnlessHeld(ctx, req.Key, primary)
+				}
 			}
 			if len(errs) > b.tolerated() || len(refusals) == 0 {
 				return dlock.Record{}, false, b.fail("acquire", req.Key, errors.Join(errs...))
@@ -323,6 +345,33 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		eachOf(ctx, b, as, func(i int) bool { return as[i].err == nil && !as[i].v.ok }, acquire)
 	}
 }
+
+// wakeUnlessHeld is for the holder of key's primary master, which gave
+// its shares back without waking anyone because the other masters named a
+// holder with a quorum, whose release wakes the waiters.
+// That release may have come already, between the refusals and the
+// give-back: its wake-up then went to waiters that the primary refused, and
+// they wait for this give-back, which woke nobody. So once the shares are
+// back, the masters are asked whether a holder (that one, or one since)
+// has a quorum; if not, the waiters are woken through the primary master,
+// as its holder's give-back would have woken them. (Without this, 100 workers on three
+// masters could all wait for a whole TTL for a key nobody held.)
+func (b *Backend) wakeUnlessHeld(ctx context.Context, key string, primary int) {
+	ctx = context.WithoutCancel(ctx)
+	recs, _ := b.foundOn(ctx, func(ctx context.Context, n *redislock.Backend) (dlock.Record, bool, error) {
+		return n.Inspect(ctx, key)
+	})
+	if quorumOf(recs, b.quorum) != nil {
+		return // its release, still to come, wakes them
+	}
+	mctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	_ = b.nodes[primary].Wake(mctx, key)
+}
+
+// testHookGiveBack, if set, runs as a refused acquire is about to give
+// its shares back, for tests that race a release against it.
+var testHookGiveBack func()
 
 // sortGrants sorts the masters' answers to an acquire.
 func sortGrants(as []answer[granted]) (grants, refusals []dlock.Record, errs []error) {
@@ -379,17 +428,85 @@ func (b *Backend) raiseFences(ctx context.Context, key string, as []answer[grant
 
 // giveBack releases token on every master that did not refuse it, on a
 // context of its own (the caller may have given up already), each release
-// bounded by the master timeout; wake=false wakes no waiter
+// bounded by the master timeout and made again in the background if the
+// master does not answer; wake=false wakes no waiter
 // (redislock.Backend.GiveBack).
 func (b *Backend) giveBack(ctx context.Context, key, token string, as []answer[granted], wake bool) {
 	notRefused := func(i int) bool { return as[i].err != nil || as[i].v.ok }
-	eachOf(context.WithoutCancel(ctx), b, make([]answer[struct{}], len(b.nodes)), notRefused,
-		func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
-			if wake {
-				return struct{}{}, n.Release(ctx, key, token)
-			}
-			return struct{}{}, n.GiveBack(ctx, key, token)
-		})
+	out := make([]answer[struct{}], len(b.nodes))
+	eachOf(context.WithoutCancel(ctx), b, out, notRefused, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
+		return struct{}{}, release(ctx, n, key, token, wake)
+	})
+	b.releaseLater(errsOf(out), key, token, wake)
+}
+
+// release releases token on master n; wake=false wakes no waiter.
+func release(ctx context.Context, n *redislock.Backend, key, token string, wake bool) error {
+	if wake {
+		return n.Release(ctx, key, token)
+	}
+	return n.GiveBack(ctx, key, token)
+}
+
+// unconfirmed reports whether a master's answer to a release leaves
+// unknown whether it happened (see detach.Unconfirmed).
+func unconfirmed(err error) bool { return detach.Unconfirmed(err, dlock.ErrUnavailable) }
+
+// maxRetrying bounds the shares being released again at one time, so that
+// a master that hangs while a busy program releases does not gather a
+// goroutine per release; past it, a share waits for its TTL.
+const maxRetrying = 64
+
+// releaseLater makes again, in the background, the releases of token that
+// masters did not confirm (errs[i] is master i's answer), with backoff,
+// until each master answers, Close is called or detach.RetryFor has
+// passed. A share left on a master that stalled for a moment would
+// otherwise stay until its TTL, and a few such shares, left by different
+// leases on different masters, keep every contender from a quorum: under
+// load, 100 workers on three masters were all refused for a whole TTL.
+func (b *Backend) releaseLater(errs []error, key, token string, wake bool) {
+	stop := time.Now().Add(detach.RetryFor)
+	for i, err := range errs {
+		l := leg{i, key, token}
+		if !unconfirmed(err) || !b.claim(l) {
+			continue
+		}
+		go func() {
+			defer b.unclaim(l)
+			detach.Retry(b.life, stop, func() bool {
+				ctx, cancel := context.WithTimeout(b.life, b.timeout)
+				defer cancel()
+				return unconfirmed(release(ctx, b.nodes[i], key, token, wake))
+			})
+		}()
+	}
+}
+
+// claim marks l as being retried; false if it was already, or too many
+// are.
+func (b *Backend) claim(l leg) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.retrying[l] || len(b.retrying) >= maxRetrying {
+		return false
+	}
+	b.retrying[l] = true
+	return true
+}
+
+func (b *Backend) unclaim(l leg) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.retrying, l)
+}
+
+// errsOf returns the errors of answers, in the masters' order.
+func errsOf[T any](as []answer[T]) []error {
+	errs := make([]error, len(as))
+	for i, a := range as {
+		errs[i] = a.err
+	}
+	return errs
 }
 
 // merge is the record of a lease from the records of the masters that
@@ -474,25 +591,31 @@ func (b *Backend) Keep(ctx context.Context, key, token string, ttl time.Duration
 }
 
 // Release implements [dlock.Backend]: on every master; it fails when a
-// quorum did not hold the lock.
+// quorum did not hold the lock. A master that does not answer is asked
+// again in the background (see releaseLater).
 func (b *Backend) Release(ctx context.Context, key, token string) error {
-	return b.onAll(ctx, "release", key, func(ctx context.Context, n *redislock.Backend) error {
+	errs := b.onEach(ctx, func(ctx context.Context, n *redislock.Backend) error {
 		return n.Release(ctx, key, token)
 	})
+	b.releaseLater(errs, key, token, true)
+	if err := b.tally(errs); err != nil {
+		return b.fail("release", key, err)
+	}
+	return nil
 }
 
 func (b *Backend) onAll(ctx context.Context, op, key string, fn func(context.Context, *redislock.Backend) error) error {
-	as := each(ctx, b, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
-		return struct{}{}, fn(ctx, n)
-	})
-	errs := make([]error, len(as))
-	for i, a := range as {
-		errs[i] = a.err
-	}
-	if err := b.tally(errs); err != nil {
+	if err := b.tally(b.onEach(ctx, fn)); err != nil {
 		return b.fail(op, key, err)
 	}
 	return nil
+}
+
+// onEach calls fn on every master and returns their errors in order.
+func (b *Backend) onEach(ctx context.Context, fn func(context.Context, *redislock.Backend) error) []error {
+	return errsOf(each(ctx, b, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
+		return struct{}{}, fn(ctx, n)
+	}))
 }
 
 // foundOn calls fn (an inspect or a break) on every master and returns

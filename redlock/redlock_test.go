@@ -14,15 +14,15 @@ import (
 	"github.com/dlock-dev/dlock/redlock"
 )
 
-// masters starts n redis-servers for one test and returns them with a
-// client on each (short timeouts, as the package doc advises), closed when
-// t ends.
-func masters(t testing.TB, n int) ([]*testserver.Redis, []redis.UniversalClient) {
+// masters starts n redis-servers for one test (with extra flags) and
+// returns them with a client on each (short timeouts, as the package doc
+// advises), closed when t ends.
+func masters(t testing.TB, n int, extra ...string) ([]*testserver.Redis, []redis.UniversalClient) {
 	t.Helper()
 	servers := make([]*testserver.Redis, n)
 	clients := make([]redis.UniversalClient, n)
 	for i := range n {
-		servers[i] = testserver.StartRedis(t)
+		servers[i] = testserver.StartRedis(t, extra...)
 		c := redis.NewClient(&redis.Options{
 			Addr: servers[i].Addr, ContextTimeoutEnabled: true,
 			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,

@@ -1,13 +1,57 @@
 // Package detach lets a caller leave a call it cannot cancel once its
-// context ends, undoes what such a call did after the caller left, and
-// counts what still runs in the background so that a program can wait for
-// it before it exits.
+// context ends, undoes what such a call did after the caller left, makes
+// again a call whose outcome is unknown, and counts what still runs in the
+// background so that a program can wait for it before it exits.
 package detach
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"syscall"
+	"time"
 )
+
+// Retry's pace: it waits RetryBackoff before the first attempt, then twice
+// as long each time, up to RetryBackoffMax. RetryFor is how long callers
+// go on at most when nothing else bounds the attempts.
+const (
+	RetryBackoff    = 10 * time.Millisecond
+	RetryBackoffMax = time.Second
+	RetryFor        = time.Minute
+)
+
+// Unconfirmed reports whether err, returned by a call that changes the
+// store (a release), leaves unknown whether the change was made: the call
+// ran out of time or the store was not reached (unavailable is the
+// caller's error for that), as opposed to one the store made or refused.
+// Such a call is worth making again, unless the store refused the
+// connection: it is down, and what it held is lost with it or comes back
+// with its TTL still running; asking it again would only add load to its
+// return, and one store of several down would set every release retrying.
+func Unconfirmed(err, unavailable error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return false
+	}
+	return errors.Is(err, unavailable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+// Retry calls again, after a backoff, while again returns true, until ctx
+// ends or the next attempt would start after stop.
+func Retry(ctx context.Context, stop time.Time, again func() bool) {
+	for wait := RetryBackoff; time.Now().Add(wait).Before(stop); wait = min(2*wait, RetryBackoffMax) {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if !again() {
+			return
+		}
+	}
+}
 
 // Group counts goroutines running in the background. Unlike a
 // sync.WaitGroup it may be waited for while goroutines are being added,

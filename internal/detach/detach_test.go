@@ -3,7 +3,12 @@ package detach
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // A call whose context ends returns at once; fn goes on, counted by the
@@ -59,5 +64,51 @@ func TestCallReturnsResult(t *testing.T) {
 	}
 	if err := g.Wait(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Retry calls again until it is told to stop, and not once past stop or
+// after ctx ends.
+func TestRetry(t *testing.T) {
+	far := time.Now().Add(time.Hour)
+	n := 0
+	Retry(t.Context(), far, func() bool { n++; return n < 3 })
+	if n != 3 {
+		t.Errorf("Retry made %d attempts, want 3 (the third said stop)", n)
+	}
+
+	n = 0
+	Retry(t.Context(), time.Now(), func() bool { n++; return true })
+	if n != 0 {
+		t.Errorf("Retry past its stop made %d attempts, want 0", n)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	n = 0
+	Retry(ctx, far, func() bool { n++; cancel(); return true })
+	if n != 1 {
+		t.Errorf("Retry made %d attempts after its context ended, want 1 before", n)
+	}
+}
+
+// A release that timed out or did not reach the store is worth making
+// again; one the store answered, or that found the store down, is not.
+func TestUnconfirmed(t *testing.T) {
+	unavailable := errors.New("unavailable")
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{errors.New("not held"), false},
+		{fmt.Errorf("release: %w", unavailable), true},
+		{fmt.Errorf("release: %w", context.DeadlineExceeded), true},
+		{context.Canceled, true},
+		{fmt.Errorf("release: %w: %w", unavailable, refused), false},
+	} {
+		if got := Unconfirmed(c.err, unavailable); got != c.want {
+			t.Errorf("Unconfirmed(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }
