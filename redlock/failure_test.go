@@ -247,7 +247,7 @@ func grant(t *testing.T, c *dlock.Client, key string) uint64 {
 // release, confirmed by the quorum, goes on asking that master in the
 // background until it answers, so the share does not stay for the rest of
 // the TTL. A few such shares, left by different leases on different
-// masters, kept every contender from a quorum.
+// masters, can keep every contender from a quorum.
 func TestReleaseReachesBusyMasterLater(t *testing.T) {
 	servers, clients := masters(t, 3)
 	busy := redis.NewClient(&redis.Options{

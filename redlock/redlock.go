@@ -348,13 +348,13 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 
 // wakeUnlessHeld is for the holder of key's primary master, which gave
 // its shares back without waking anyone because the other masters named a
-// holder with a quorum, whose release wakes the waiters.
-// That release may have come already, between the refusals and the
-// give-back: its wake-up then went to waiters that the primary refused, and
-// they wait for this give-back, which woke nobody. So once the shares are
-// back, the masters are asked whether a holder (that one, or one since)
-// has a quorum; if not, the waiters are woken through the primary master,
-// as its holder's give-back would have woken them. (Without this, 100 workers on three
+// holder with a quorum, whose release wakes the waiters. That release may
+// have come already, between the refusals and the give-back: its wake-up
+// then went to waiters that the primary refused, and they wait for this
+// give-back, which woke nobody. So once the shares are back, the masters
+// are asked whether a holder (that one, or one since) has a quorum; if
+// not, the waiters are woken through the primary master, as its holder's
+// give-back would have woken them. (Without this, 100 workers on three
 // masters could all wait for a whole TTL for a key nobody held.)
 func (b *Backend) wakeUnlessHeld(ctx context.Context, key string, primary int) {
 	ctx = context.WithoutCancel(ctx)
@@ -460,10 +460,10 @@ const maxRetrying = 64
 // releaseLater makes again, in the background, the releases of token that
 // masters did not confirm (errs[i] is master i's answer), with backoff,
 // until each master answers, Close is called or detach.RetryFor has
-// passed. A share left on a master that stalled for a moment would
-// otherwise stay until its TTL, and a few such shares, left by different
-// leases on different masters, keep every contender from a quorum: under
-// load, 100 workers on three masters were all refused for a whole TTL.
+// passed. A share left on a master that stalled for a moment, or that
+// the release never reached (a full connection pool), would otherwise stay
+// until its TTL, and a few such shares, left by different leases on
+// different masters, can keep every contender from a quorum.
 func (b *Backend) releaseLater(errs []error, key, token string, wake bool) {
 	stop := time.Now().Add(detach.RetryFor)
 	for i, err := range errs {
