@@ -34,8 +34,13 @@
 // quorum meets this one on that master alone. Use etcdlock when the fence
 // must be sound whatever restarts.
 //
-// A master that does not answer costs each operation up to the master
-// timeout ([WithMasterTimeout]). One that is down should cost nothing: give
+// A master that does not answer costs nothing to a grant, refresh, keep or
+// release that a quorum of the others has decided: they return at once,
+// and the call to that master goes on in the background (a late grant is
+// kept, or given back if the grant failed; a late release failure is made
+// again). Other operations, a refused acquire among them, wait for it up
+// to the master timeout ([WithMasterTimeout]). One that is down should cost
+// nothing either: give
 // the go-redis clients MaxRetries: -1 and DialerRetries: 1, so that a
 // refused connection fails at once instead of being retried until the
 // master timeout (as the dlock command does), and short DialTimeout,
@@ -217,14 +222,7 @@ func eachOf[T any](ctx context.Context, b *Backend, out []answer[T], only func(i
 	defer cancel()
 	call := func(i int) {
 		v, err := fn(mctx, b.nodes[i])
-		if err != nil && ctx.Err() == nil && mctx.Err() != nil {
-			// The master timeout, not the caller's deadline: say so, and
-			// keep it from reading as the caller's context error.
-			err = fmt.Errorf("%w: master %s: no answer within %v (%v)", dlock.ErrUnavailable, b.name(i), b.timeout, err)
-		} else if err != nil {
-			err = fmt.Errorf("master %s: %w", b.name(i), err)
-		}
-		out[i] = answer[T]{v, err}
+		out[i] = answer[T]{v, b.masterErr(ctx, mctx, i, err)}
 	}
 	// The first master on the caller's goroutine: one goroutine fewer to
 	// start and wake per operation.
@@ -243,6 +241,63 @@ func eachOf[T any](ctx context.Context, b *Backend, out []answer[T], only func(i
 		call(first)
 	}
 	wg.Wait()
+}
+
+// masterErr names master i in err, from a call on mctx (ctx bounded by
+// the master timeout).
+func (b *Backend) masterErr(ctx, mctx context.Context, i int, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() == nil && mctx.Err() != nil:
+		// The master timeout, not the caller's deadline: say so, and keep
+		// it from reading as the caller's context error.
+		return fmt.Errorf("%w: master %s: no answer within %v (%v)", dlock.ErrUnavailable, b.name(i), b.timeout, err)
+	}
+	return fmt.Errorf("master %s: %w", b.name(i), err)
+}
+
+// errPending is the answer of a master still being asked when eachUntil
+// returned.
+var errPending = fmt.Errorf("%w: no answer yet", dlock.ErrUnavailable)
+
+// eachUntil is each, but it returns as soon as decided holds for the
+// answers in so far (errPending for those still out), so that a master
+// that hangs costs an operation nothing once the others have decided it.
+// The calls still running go on in the background, bounded by the master
+// timeout, and late (if not nil) receives each of their answers.
+func eachUntil[T any](ctx context.Context, b *Backend, fn func(context.Context, *redislock.Backend) (T, error), decided func([]answer[T]) bool, late func(int, answer[T])) []answer[T] {
+	type result struct {
+		i int
+		a answer[T]
+	}
+	mctx, cancel := context.WithTimeout(ctx, b.timeout)
+	results := make(chan result, len(b.nodes))
+	out := make([]answer[T], len(b.nodes))
+	for i := range b.nodes {
+		out[i].err = errPending
+		go func() {
+			v, err := fn(mctx, b.nodes[i])
+			results <- result{i, answer[T]{v, b.masterErr(ctx, mctx, i, err)}}
+		}()
+	}
+	for left := len(b.nodes); left > 0; left-- {
+		r := <-results
+		out[r.i] = r.a
+		if rest := left - 1; rest > 0 && decided(out) {
+			go func() {
+				defer cancel()
+				for range rest {
+					if r := <-results; late != nil {
+						late(r.i, r.a)
+					}
+				}
+			}()
+			return out
+		}
+	}
+	cancel()
+	return out
 }
 
 // granted is a master's answer to an acquire.
@@ -282,7 +337,7 @@ func (b *Backend) primary(key string) int {
 
 // Acquire implements [dlock.Backend]: granted when a quorum of masters
 // granted it, in less than the TTL.
-func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
+func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (_ dlock.Record, won bool, _ error) {
 	start := time.Now()
 	acquire := func(ctx context.Context, n *redislock.Backend) (granted, error) {
 		rec, ok, err := n.Acquire(ctx, req)
@@ -296,7 +351,20 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 		}
 		return granted{rec, ok}, err
 	}
-	as := each(ctx, b, acquire)
+	// A master that answers after a quorum granted keeps its share, and
+	// gives it back if the grant failed after all (the fences could not be
+	// raised, or it took longer than the TTL). That failure is an error, on
+	// which the core gives up the token: no later attempt of this Acquire
+	// can lose a share to this give-back.
+	over := make(chan struct{})
+	defer close(over)
+	late := func(i int, a answer[granted]) {
+		<-over
+		if !won && (a.err != nil || a.v.ok) {
+			b.releaseLater(legErr(len(b.nodes), i, a.err), req.Key, req.Token, true)
+		}
+	}
+	as := eachUntil(ctx, b, acquire, b.grantedByQuorum, late)
 	primary := -1
 	for try := 0; ; try++ {
 		grants, refusals, errs := sortGrants(as)
@@ -373,6 +441,28 @@ func (b *Backend) wakeUnlessHeld(ctx context.Context, key string, primary int) {
 // its shares back, for tests that race a release against it.
 var testHookGiveBack func()
 
+// grantedByQuorum reports whether a quorum of masters granted an acquire,
+// whatever those still out say. A refusal waits for every master: the
+// split-vote rules need all the answers, and shares given back in the
+// background could be taken from the grant of a later attempt, which the
+// core makes with the same token.
+func (b *Backend) grantedByQuorum(as []answer[granted]) bool {
+	grants, _, _ := sortGrants(as)
+	return len(grants) >= b.quorum
+}
+
+// legErr is the errors of n masters' answers with only master i's not
+// confirmed: err, or errUnanswered if err is nil (a late grant).
+func legErr(n, i int, err error) []error {
+	errs := make([]error, n)
+	errs[i] = cmp.Or(err, errUnanswered)
+	return errs
+}
+
+// errUnanswered marks a share to give back that no release has been sent
+// for yet.
+var errUnanswered = fmt.Errorf("%w: share to give back", dlock.ErrUnavailable)
+
 // sortGrants sorts the masters' answers to an acquire.
 func sortGrants(as []answer[granted]) (grants, refusals []dlock.Record, errs []error) {
 	for _, a := range as {
@@ -428,16 +518,20 @@ func (b *Backend) raiseFences(ctx context.Context, key string, as []answer[grant
 
 // giveBack releases token on every master that did not refuse it, on a
 // context of its own (the caller may have given up already), each release
-// bounded by the master timeout and made again in the background if the
-// master does not answer; wake=false wakes no waiter
-// (redislock.Backend.GiveBack).
+// bounded by the master timeout; wake=false wakes no waiter
+// (redislock.Backend.GiveBack). A master still out gets its give-back when
+// it answers (see Acquire). A give-back that a master does not answer is
+// not made again: the core, while it waits, asks again with the same
+// token, so a release retried in the background could take a share from a
+// later attempt's grant, leaving its holder without a quorum. The share is
+// reclaimed by the next attempt (see Acquire), or expires; when the
+// acquire fails, the core's own give-back is a Release, which is made again.
 func (b *Backend) giveBack(ctx context.Context, key, token string, as []answer[granted], wake bool) {
-	notRefused := func(i int) bool { return as[i].err != nil || as[i].v.ok }
-	out := make([]answer[struct{}], len(b.nodes))
-	eachOf(context.WithoutCancel(ctx), b, out, notRefused, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
-		return struct{}{}, release(ctx, n, key, token, wake)
-	})
-	b.releaseLater(errsOf(out), key, token, wake)
+	notRefused := func(i int) bool { return as[i].err != errPending && (as[i].err != nil || as[i].v.ok) }
+	eachOf(context.WithoutCancel(ctx), b, make([]answer[struct{}], len(b.nodes)), notRefused,
+		func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
+			return struct{}{}, release(ctx, n, key, token, wake)
+		})
 }
 
 // release releases token on master n; wake=false wakes no waiter.
@@ -460,7 +554,7 @@ const maxRetrying = 64
 // releaseLater makes again, in the background, the releases of token that
 // masters did not confirm (errs[i] is master i's answer), with backoff,
 // until each master answers, Close is called or detach.RetryFor has
-// passed. A share left on a master that stalled for a moment, or that
+// passed. Only for a token that no acquire will use again (see giveBack). A share left on a master that stalled for a moment, or that
 // the release never reached (a full connection pool), would otherwise stay
 // until its TTL, and a few such shares, left by different leases on
 // different masters, can keep every contender from a quorum.
@@ -468,8 +562,8 @@ func (b *Backend) releaseLater(errs []error, key, token string, wake bool) {
 	stop := time.Now().Add(detach.RetryFor)
 	for i, err := range errs {
 		l := leg{i, key, token}
-		if !unconfirmed(err) || !b.claim(l) {
-			continue
+		if err == errPending || !unconfirmed(err) || !b.claim(l) {
+			continue // a call still out is handled when it answers
 		}
 		go func() {
 			defer b.unclaim(l)
@@ -567,9 +661,9 @@ func (b *Backend) tally(errs []error) error {
 
 // Refresh implements [dlock.Backend].
 func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Duration) (dlock.Record, error) {
-	as := each(ctx, b, func(ctx context.Context, n *redislock.Backend) (dlock.Record, error) {
+	as := eachUntil(ctx, b, func(ctx context.Context, n *redislock.Backend) (dlock.Record, error) {
 		return n.Refresh(ctx, key, token, ttl)
-	})
+	}, tallied[dlock.Record](b), nil)
 	var recs []dlock.Record
 	errs := make([]error, len(as))
 	for i, a := range as {
@@ -594,9 +688,14 @@ func (b *Backend) Keep(ctx context.Context, key, token string, ttl time.Duration
 // quorum did not hold the lock. A master that does not answer is asked
 // again in the background (see releaseLater).
 func (b *Backend) Release(ctx context.Context, key, token string) error {
+	late := func(i int, a answer[struct{}]) {
+		if a.err != nil {
+			b.releaseLater(legErr(len(b.nodes), i, a.err), key, token, true)
+		}
+	}
 	errs := b.onEach(ctx, func(ctx context.Context, n *redislock.Backend) error {
 		return n.Release(ctx, key, token)
-	})
+	}, late)
 	b.releaseLater(errs, key, token, true)
 	if err := b.tally(errs); err != nil {
 		return b.fail("release", key, err)
@@ -605,17 +704,35 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 }
 
 func (b *Backend) onAll(ctx context.Context, op, key string, fn func(context.Context, *redislock.Backend) error) error {
-	if err := b.tally(b.onEach(ctx, fn)); err != nil {
+	if err := b.tally(b.onEach(ctx, fn, nil)); err != nil {
 		return b.fail(op, key, err)
 	}
 	return nil
 }
 
-// onEach calls fn on every master and returns their errors in order.
-func (b *Backend) onEach(ctx context.Context, fn func(context.Context, *redislock.Backend) error) []error {
-	return errsOf(each(ctx, b, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
+// onEach calls fn on every master and returns their errors in order, as
+// soon as they decide the outcome (see tallied); late is as for eachUntil.
+func (b *Backend) onEach(ctx context.Context, fn func(context.Context, *redislock.Backend) error, late func(int, answer[struct{}])) []error {
+	return errsOf(eachUntil(ctx, b, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
 		return struct{}{}, fn(ctx, n)
-	}))
+	}, tallied[struct{}](b), late))
+}
+
+// tallied returns whether answers to a refresh, keep or release decide
+// its outcome (see tally) whatever the masters still out say.
+func tallied[T any](b *Backend) func([]answer[T]) bool {
+	return func(as []answer[T]) bool {
+		ok, notHeld := 0, 0
+		for _, a := range as {
+			switch {
+			case a.err == nil:
+				ok++
+			case errors.Is(a.err, dlock.ErrNotHeld):
+				notHeld++
+			}
+		}
+		return ok >= b.quorum || notHeld > b.tolerated()
+	}
 }
 
 // foundOn calls fn (an inspect or a break) on every master and returns
