@@ -340,6 +340,51 @@ func TestReleaseReachesBusyMasterLater(t *testing.T) {
 	})
 }
 
+// A grant returns once two masters of three granted; the third, whose
+// client's only connection is busy, is still being asked, and the caller
+// cancelling its context right away (as callers do) does not cut it off.
+// Drain waits for it, so that a program that exits after a grant leaves
+// the lease on every master that answers, not on a bare quorum that the
+// loss of one master would break.
+func TestDrainWaitsForSlowMasterGrant(t *testing.T) {
+	servers, clients := masters(t, 3)
+	busy := redis.NewClient(&redis.Options{Addr: servers[2].Addr, ContextTimeoutEnabled: true, PoolSize: 1, MaxRetries: -1})
+	t.Cleanup(func() { _ = busy.Close() })
+	prefix := uniquePrefix()
+	b, err := redlock.New([]redis.UniversalClient{clients[0], clients[1], busy},
+		redlock.WithPrefix(prefix), redlock.WithMasterTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := t.Context()
+	popped := make(chan error, 1)
+	go func() { popped <- busy.BLPop(context.WithoutCancel(ctx), 0, prefix+"block").Err() }()
+	waitfor.Until(t, "the blocking pop holds the connection", func() bool {
+		info, err := clients[2].Info(ctx, "clients").Result()
+		return err == nil && strings.Contains(info, "blocked_clients:1")
+	})
+
+	actx, cancel := context.WithCancel(ctx)
+	if _, err := dlock.New(b, dlock.WithTTL(time.Hour)).TryAcquire(actx, "k"); err != nil {
+		t.Fatalf("TryAcquire with one master's client busy: %v", err)
+	}
+	cancel()
+	if err := clients[2].LPush(ctx, prefix+"block", "go").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-popped; err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	share := newBackend(t, clients[2:], prefix)
+	if _, found, err := share.Inspect(ctx, "k"); err != nil || !found {
+		t.Errorf("share on the master that answered last: found %v, %v; want the lease there too", found, err)
+	}
+}
+
 // A master that refuses connections is down: a release confirmed by the
 // others does not go on asking it, which with one master of three down
 // would set every release retrying.

@@ -38,9 +38,9 @@
 // release that a quorum of the others has decided: they return at once,
 // and the call to that master goes on in the background (a late grant is
 // kept, or given back if the grant failed; a late release failure is made
-// again). Other operations, a refused acquire among them, wait for it up
-// to the master timeout ([WithMasterTimeout]). One that is down should cost
-// nothing either: give
+// again; [Backend.Drain] waits for those calls). Other operations, a
+// refused acquire among them, wait for it up to the master timeout
+// ([WithMasterTimeout]). One that is down should cost nothing either: give
 // the go-redis clients MaxRetries: -1 and DialerRetries: 1, so that a
 // refused connection fails at once instead of being retried until the
 // master timeout (as the dlock command does), and short DialTimeout,
@@ -73,6 +73,10 @@ type Backend struct {
 	quorum  int
 	timeout time.Duration // bounds each call to one master
 
+	// Calls left running by an operation that returned without them (see
+	// eachUntil), for Drain.
+	inflight detach.Group
+
 	// Releases a master did not confirm, made again in the background
 	// (see releaseLater) until Close ends life.
 	life     context.Context
@@ -95,6 +99,7 @@ var (
 	_ dlock.Breaker       = (*Backend)(nil)
 	_ dlock.Notifier      = (*Backend)(nil)
 	_ dlock.Keeper        = (*Backend)(nil)
+	_ dlock.Drainer       = (*Backend)(nil)
 )
 
 // Option configures a [Backend].
@@ -253,6 +258,10 @@ func (b *Backend) masterErr(ctx, mctx context.Context, i int, err error) error {
 		// The master timeout, not the caller's deadline: say so, and keep
 		// it from reading as the caller's context error.
 		return fmt.Errorf("%w: master %s: no answer within %v (%v)", dlock.ErrUnavailable, b.name(i), b.timeout, err)
+	case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+		// The caller's context ended (see eachUntil: mctx is cancelled
+		// then, whatever the reason): report its error.
+		return fmt.Errorf("master %s: %w (%v)", b.name(i), ctx.Err(), err)
 	}
 	return fmt.Errorf("master %s: %w", b.name(i), err)
 }
@@ -265,13 +274,18 @@ var errPending = fmt.Errorf("%w: no answer yet", dlock.ErrUnavailable)
 // answers in so far (errPending for those still out), so that a master
 // that hangs costs an operation nothing once the others have decided it.
 // The calls still running go on in the background, bounded by the master
-// timeout, and late (if not nil) receives each of their answers.
+// timeout, and late (if not nil) receives each of their answers; Drain
+// waits for them.
 func eachUntil[T any](ctx context.Context, b *Backend, fn func(context.Context, *redislock.Backend) (T, error), decided func([]answer[T]) bool, late func(int, answer[T])) []answer[T] {
 	type result struct {
 		i int
 		a answer[T]
 	}
-	mctx, cancel := context.WithTimeout(ctx, b.timeout)
+	// The calls end with the caller's context only while the caller waits
+	// for them: once it has returned, the caller cancelling its context
+	// (as callers do at once) must not cut off those still out.
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout)
+	detachCalls := context.AfterFunc(ctx, cancel)
 	results := make(chan result, len(b.nodes))
 	out := make([]answer[T], len(b.nodes))
 	for i := range b.nodes {
@@ -285,14 +299,15 @@ func eachUntil[T any](ctx context.Context, b *Backend, fn func(context.Context, 
 		r := <-results
 		out[r.i] = r.a
 		if rest := left - 1; rest > 0 && decided(out) {
-			go func() {
+			detachCalls()
+			b.inflight.Go(func() {
 				defer cancel()
 				for range rest {
 					if r := <-results; late != nil {
 						late(r.i, r.a)
 					}
 				}
-			}()
+			})
 			return out
 		}
 	}
@@ -440,6 +455,14 @@ func (b *Backend) wakeUnlessHeld(ctx context.Context, key string, primary int) {
 // testHookGiveBack, if set, runs as a refused acquire is about to give
 // its shares back, for tests that race a release against it.
 var testHookGiveBack func()
+
+// Drain implements [dlock.Drainer]: it waits for the calls that grants,
+// refreshes and releases left running on masters slower than the quorum
+// (at most the master timeout), so that a program that exits right after
+// a grant leaves the lease on every master that answers, not on a bare
+// quorum that the loss of one master would break. It does not wait for
+// releases being made again (see releaseLater).
+func (b *Backend) Drain(ctx context.Context) error { return b.inflight.Wait(ctx) }
 
 // grantedByQuorum reports whether a quorum of masters granted an acquire,
 // whatever those still out say. A refusal waits for every master: the
