@@ -620,25 +620,39 @@ func TestOnWaitOncePerAcquire(t *testing.T) {
 	_ = l.Release(ctx)
 }
 
+// waitFreed waits until key is free in mem.
+func waitFreed(t *testing.T, mem *memlock.Backend, key, what string) {
+	t.Helper()
+	waitfor.Until(t, what, func() bool {
+		_, found, _ := mem.Inspect(t.Context(), key)
+		return !found
+	})
+}
+
+// heldOnFaulty returns a client over a Faulty memlock, a lock it holds for
+// an hour, and its key.
+func heldOnFaulty(t *testing.T) (*dlock.Client, *dlocktest.Faulty, *memlock.Backend, string, *dlock.Lock) {
+	t.Helper()
+	c, f, mem := newFaulty(t)
+	key := uniqueKey(t)
+	l, err := c.TryAcquire(t.Context(), key, dlock.WithTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, f, mem, key, l
+}
+
 // A release the store did not confirm is made again in the background
 // until it is: one lost call does not leave the key held by nobody for
 // the rest of its TTL.
 func TestUnconfirmedReleaseIsRetried(t *testing.T) {
 	ctx := t.Context()
-	c, f, mem := newFaulty(t)
-	key := uniqueKey(t)
-	l, err := c.TryAcquire(ctx, key, dlock.WithTTL(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, f, mem, key, l := heldOnFaulty(t)
 	f.Inject(dlocktest.OpRelease, dlocktest.Fault{Times: 3})
 	if err := l.Release(ctx); !errors.Is(err, dlock.ErrUnavailable) {
 		t.Fatalf("Release on an unreachable store = %v, want ErrUnavailable", err)
 	}
-	waitfor.Until(t, "the lease is given back once the store answers", func() bool {
-		_, found, _ := mem.Inspect(ctx, key)
-		return !found
-	})
+	waitFreed(t, mem, key, "the lease is given back once the store answers")
 	if n := f.Calls(dlocktest.OpRelease); n != 4 {
 		t.Errorf("backend Release called %d times, want 4 (3 failed, then the one that freed the key)", n)
 	}
@@ -647,12 +661,7 @@ func TestUnconfirmedReleaseIsRetried(t *testing.T) {
 // A release the store answered, even with a refusal, is not made again.
 func TestAnsweredReleaseIsNotRetried(t *testing.T) {
 	ctx := t.Context()
-	c, f, mem := newFaulty(t)
-	key := uniqueKey(t)
-	l, err := c.TryAcquire(ctx, key, dlock.WithTTL(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, f, mem, key, l := heldOnFaulty(t)
 	f.Inject(dlocktest.OpRelease, dlocktest.Fault{Err: dlock.ErrNotHeld, Times: 1})
 	if err := l.Release(ctx); !errors.Is(err, dlock.ErrNotHeld) {
 		t.Fatalf("Release refused by the store = %v, want ErrNotHeld", err)
@@ -682,10 +691,7 @@ func TestAbandonRetriesUnconfirmedRelease(t *testing.T) {
 	if _, err := c.TryAcquire(ctx, key, dlock.WithTTL(time.Hour)); !errors.Is(err, dlock.ErrUnavailable) {
 		t.Fatalf("TryAcquire with a lost reply = %v, want ErrUnavailable", err)
 	}
-	waitfor.Until(t, "the lease granted before the lost reply is given back", func() bool {
-		_, found, _ := mem.Inspect(ctx, key)
-		return !found
-	})
+	waitFreed(t, mem, key, "the lease granted before the lost reply is given back")
 	if n := f.Calls(dlocktest.OpRelease); n != 3 {
 		t.Errorf("backend Release called %d times, want 3", n)
 	}

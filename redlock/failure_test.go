@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -148,15 +146,8 @@ func TestRaceLeavesNoStrayGrant(t *testing.T) {
 // timeout: the other two answer, and the lock works.
 func TestHungMaster(t *testing.T) {
 	servers, clients := masters(t, 3)
-	b, err := redlock.New(clients, redlock.WithPrefix(uniquePrefix()), redlock.WithMasterTimeout(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	if err := servers[2].Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = servers[2].Signal(syscall.SIGCONT) })
+	b := newBackend(t, clients, uniquePrefix(), redlock.WithMasterTimeout(200*time.Millisecond))
+	hang(t, servers[2])
 	c := dlock.New(b, dlock.WithTTL(time.Minute))
 	ctx, cancel := context.WithTimeout(t.Context(), within)
 	defer cancel()
@@ -188,16 +179,8 @@ func TestHungMasterDoesNotSlowDecidedCalls(t *testing.T) {
 		ReadTimeout: -1, WriteTimeout: -1, MaxRetries: -1, DialerRetries: 1,
 	})
 	t.Cleanup(func() { _ = hung.Close() })
-	b, err := redlock.New([]redis.UniversalClient{clients[0], clients[1], hung},
-		redlock.WithPrefix(uniquePrefix()), redlock.WithMasterTimeout(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	if err := servers[2].Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = servers[2].Signal(syscall.SIGCONT) })
+	b := newBackend(t, []redis.UniversalClient{clients[0], clients[1], hung}, uniquePrefix(), redlock.WithMasterTimeout(time.Hour))
+	hang(t, servers[2])
 	ctx, cancel := context.WithTimeout(t.Context(), within)
 	defer cancel()
 	c := dlock.New(b, dlock.WithTTL(time.Minute))
@@ -287,19 +270,9 @@ func grant(t *testing.T, c *dlock.Client, key string) uint64 {
 // masters, can keep every contender from a quorum.
 func TestReleaseReachesBusyMasterLater(t *testing.T) {
 	servers, clients := masters(t, 3)
-	busy := redis.NewClient(&redis.Options{
-		Addr: servers[2].Addr, ContextTimeoutEnabled: true, PoolSize: 1,
-		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
-		MaxRetries: -1, DialerRetries: 1,
-	})
-	t.Cleanup(func() { _ = busy.Close() })
+	busy, occupy := busyClient(t, servers[2].Addr, clients[2])
 	prefix := uniquePrefix()
-	b, err := redlock.New([]redis.UniversalClient{clients[0], clients[1], busy},
-		redlock.WithPrefix(prefix), redlock.WithMasterTimeout(500*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	b := newBackend(t, []redis.UniversalClient{clients[0], clients[1], busy}, prefix, redlock.WithMasterTimeout(500*time.Millisecond))
 	ctx := t.Context()
 	l, err := dlock.New(b, dlock.WithTTL(time.Hour)).TryAcquire(ctx, "k")
 	if err != nil {
@@ -310,15 +283,7 @@ func TestReleaseReachesBusyMasterLater(t *testing.T) {
 	// The grant returned once two masters granted; the third comes later.
 	waitfor.Until(t, "master 2 grants its share", held)
 
-	// Hold busy's only connection with a blocking pop, until a push.
-	popped := make(chan error, 1)
-	go func() { popped <- busy.BLPop(context.WithoutCancel(ctx), 0, prefix+"block").Err() }()
-	blocked := func() bool {
-		info, err := clients[2].Info(ctx, "clients").Result()
-		return err == nil && strings.Contains(info, "blocked_clients:1")
-	}
-	waitfor.Until(t, "the blocking pop holds the connection", blocked)
-
+	free := occupy()
 	if err := l.Release(ctx); err != nil {
 		t.Fatalf("Release with one master of three out of reach: %v", err)
 	}
@@ -328,12 +293,7 @@ func TestReleaseReachesBusyMasterLater(t *testing.T) {
 	if !held() {
 		t.Fatal("the share on the master the release could not reach is gone")
 	}
-	if err := clients[2].LPush(ctx, prefix+"block", "go").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-popped; err != nil {
-		t.Fatal(err)
-	}
+	free()
 	waitfor.Until(t, "the share is released once the master can be reached", func() bool {
 		_, found, err := share.Inspect(ctx, "k")
 		return err == nil && !found
@@ -348,34 +308,18 @@ func TestReleaseReachesBusyMasterLater(t *testing.T) {
 // loss of one master would break.
 func TestDrainWaitsForSlowMasterGrant(t *testing.T) {
 	servers, clients := masters(t, 3)
-	busy := redis.NewClient(&redis.Options{Addr: servers[2].Addr, ContextTimeoutEnabled: true, PoolSize: 1, MaxRetries: -1})
-	t.Cleanup(func() { _ = busy.Close() })
+	busy, occupy := busyClient(t, servers[2].Addr, clients[2])
 	prefix := uniquePrefix()
-	b, err := redlock.New([]redis.UniversalClient{clients[0], clients[1], busy},
-		redlock.WithPrefix(prefix), redlock.WithMasterTimeout(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	b := newBackend(t, []redis.UniversalClient{clients[0], clients[1], busy}, prefix, redlock.WithMasterTimeout(time.Minute))
 	ctx := t.Context()
-	popped := make(chan error, 1)
-	go func() { popped <- busy.BLPop(context.WithoutCancel(ctx), 0, prefix+"block").Err() }()
-	waitfor.Until(t, "the blocking pop holds the connection", func() bool {
-		info, err := clients[2].Info(ctx, "clients").Result()
-		return err == nil && strings.Contains(info, "blocked_clients:1")
-	})
+	free := occupy()
 
 	actx, cancel := context.WithCancel(ctx)
 	if _, err := dlock.New(b, dlock.WithTTL(time.Hour)).TryAcquire(actx, "k"); err != nil {
 		t.Fatalf("TryAcquire with one master's client busy: %v", err)
 	}
 	cancel()
-	if err := clients[2].LPush(ctx, prefix+"block", "go").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-popped; err != nil {
-		t.Fatal(err)
-	}
+	free()
 	if err := b.Drain(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,11 @@
 package redlock_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/dlocktest"
 	"github.com/dlock-dev/dlock/internal/testserver"
+	"github.com/dlock-dev/dlock/internal/waitfor"
 	"github.com/dlock-dev/dlock/redlock"
 )
 
@@ -41,16 +45,59 @@ func uniquePrefix() string {
 	return "t" + hex.EncodeToString(b[:]) + ":"
 }
 
-// newBackend returns a backend on clients with a prefix of its own, closed
-// when t ends.
-func newBackend(t testing.TB, clients []redis.UniversalClient, prefix string) *redlock.Backend {
+// newBackend returns a backend on clients with a prefix of its own (and
+// opts), closed when t ends.
+func newBackend(t testing.TB, clients []redis.UniversalClient, prefix string, opts ...redlock.Option) *redlock.Backend {
 	t.Helper()
-	b, err := redlock.New(clients, redlock.WithPrefix(prefix))
+	b, err := redlock.New(clients, append([]redlock.Option{redlock.WithPrefix(prefix)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	return b
+}
+
+// hang stops srv (SIGSTOP) until t ends: it keeps its connections and
+// answers nothing.
+func hang(t testing.TB, srv *testserver.Redis) {
+	t.Helper()
+	if err := srv.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Signal(syscall.SIGCONT) })
+}
+
+// busyClient returns a client of addr with a pool of one connection,
+// closed when t ends, and occupy, which holds that connection with a
+// blocking pop until the returned free is called; watch, another client
+// of the same server, sees when the pop blocks.
+func busyClient(t *testing.T, addr string, watch redis.UniversalClient) (busy *redis.Client, occupy func() (free func())) {
+	t.Helper()
+	busy = redis.NewClient(&redis.Options{
+		Addr: addr, ContextTimeoutEnabled: true, PoolSize: 1,
+		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		MaxRetries: -1, DialerRetries: 1,
+	})
+	t.Cleanup(func() { _ = busy.Close() })
+	list := uniquePrefix() + "block"
+	occupy = func() func() {
+		ctx := context.WithoutCancel(t.Context())
+		popped := make(chan error, 1)
+		go func() { popped <- busy.BLPop(ctx, 0, list).Err() }()
+		waitfor.Until(t, "the blocking pop holds the connection", func() bool {
+			info, err := watch.Info(ctx, "clients").Result()
+			return err == nil && strings.Contains(info, "blocked_clients:1")
+		})
+		return func() {
+			if err := watch.LPush(ctx, list, "go").Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-popped; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return busy, occupy
 }
 
 // TestConformance runs the whole suite on three real masters.
