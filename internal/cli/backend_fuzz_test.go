@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -39,7 +40,9 @@ func FuzzBackendURL(f *testing.F) {
 			if code := exitCode(err); code != ExitUsage && code != ExitUnavailable {
 				t.Fatalf("openBackend(%q): exit code %d for %v", raw, code, err)
 			}
-			if pw := password(raw); len(pw) >= 6 && strings.Count(raw, pw) == 1 &&
+			// The message quotes the URL, and an escape there (\x00, then
+			// digits) may spell the password out of other characters.
+			if pw := password(raw); len(pw) >= 6 && strings.Count(raw, pw) == 1 && strings.Count(strconv.Quote(raw), pw) == 1 &&
 				!strings.Contains(acceptedSchemes(), pw) && strings.Contains(err.Error(), pw) {
 				t.Fatalf("openBackend(%q): message shows the password: %v", raw, err)
 			}
