@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlock-dev/dlock"
+	"github.com/dlock-dev/dlock/internal/detach"
 	"github.com/dlock-dev/dlock/internal/testserver"
 )
 
@@ -253,5 +254,25 @@ func TestBatchLateGrantReleased(t *testing.T) {
 	<-g.released // the late grant's release finished
 	if rec, found, err := b.Inspect(t.Context(), "late"); err != nil || found {
 		t.Errorf("after the late grant: %+v found %v, %v; want free", rec, found, err)
+	}
+}
+
+// An acquire whose caller asks again with the same token (package redlock
+// marks its context with detach.KeepLate) gets no late release: it could
+// take the grant of the caller's next attempt. One that cannot end before
+// its reply needs none.
+func TestLateReleaseSkippedWhenKept(t *testing.T) {
+	b := &Backend{}
+	req := acquireRequest("k")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if b.lateRelease(ctx, req) == nil {
+		t.Error("no late release for a context that can end")
+	}
+	if b.lateRelease(detach.KeepLate(ctx), req) != nil {
+		t.Error("a late release for a context marked KeepLate")
+	}
+	if b.lateRelease(context.Background(), req) != nil {
+		t.Error("a late release for a context that cannot end")
 	}
 }

@@ -279,21 +279,7 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	if b.fifo {
 		args = append(args, mode, b.grace.Milliseconds(), req.LockID, n.channel)
 	}
-	// If ctx ends while the script is in flight, the grant may still land
-	// after we return: the late result releases it instead of leaving the
-	// key held until its TTL. (The core also releases on error, but its
-	// release can overtake the acquire on another connection.)
-	var late func(reply)
-	if ctx.Done() != nil { // else the caller cannot leave before the reply
-		late = func(r reply) {
-			if r.state == stateNumber {
-				ctx, cancel := context.WithTimeout(context.Background(), lateReleaseTimeout)
-				defer cancel()
-				_ = b.Release(ctx, req.Key, req.Token)
-			}
-		}
-	}
-	r, err := b.script(ctx, scriptCall{script: acquireScript, keys: n.acquireKeys(req.LockID, b.fifo), args: args, durable: true}, late)
+	r, err := b.script(ctx, scriptCall{script: acquireScript, keys: n.acquireKeys(req.LockID, b.fifo), args: args, durable: true}, b.lateRelease(ctx, req))
 	if err != nil {
 		return dlock.Record{}, false, b.fail(ctx, "acquire", req.Key, err)
 	}
@@ -393,6 +379,27 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 // its ticket as long).
 func nextLook(place int64, ttl time.Duration) time.Duration {
 	return time.Duration(max(place, 1)) * ttl
+}
+
+// lateRelease returns what to do with the reply to an acquire made with
+// ctx that comes after ctx ended: the grant may still land after we
+// return, so a late grant is released instead of leaving the key held
+// until its TTL. (The core also releases on error, but its release can
+// overtake the acquire on another connection.) nil when ctx cannot end
+// before the reply, or when the caller asks again with the same token
+// (detach.KeepLate: package redlock), whose later grant the release could
+// take.
+func (b *Backend) lateRelease(ctx context.Context, req dlock.AcquireRequest) func(reply) {
+	if ctx.Done() == nil || detach.LateKept(ctx) {
+		return nil
+	}
+	return func(r reply) {
+		if r.state == stateNumber {
+			ctx, cancel := context.WithTimeout(context.Background(), lateReleaseTimeout)
+			defer cancel()
+			_ = b.Release(ctx, req.Key, req.Token)
+		}
+	}
 }
 
 // lateReleaseTimeout bounds releases made for callers that gave up.

@@ -355,7 +355,11 @@ func (b *Backend) primary(key string) int {
 func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (_ dlock.Record, won bool, _ error) {
 	start := time.Now()
 	acquire := func(ctx context.Context, n *redislock.Backend) (granted, error) {
-		rec, ok, err := n.Acquire(ctx, req)
+		// A grant that lands after the master timeout stays: the core asks
+		// again with this token, and releasing it could take the next
+		// attempt's grant; that attempt reclaims it (below), or the give-back
+		// of a failed acquire frees it.
+		rec, ok, err := n.Acquire(detach.KeepLate(ctx), req)
 		if err == nil && !ok && rec.LockID == req.LockID {
 			// This token holds the master already (an earlier attempt,
 			// or a grant that landed after its master timeout): extend

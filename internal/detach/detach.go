@@ -105,6 +105,22 @@ func (g *Group) Wait(ctx context.Context) error {
 	}
 }
 
+type keepLateKey struct{}
+
+// KeepLate marks ctx for a caller that will ask again with the same token
+// (package redlock, whose core retries an acquire with one token): a write
+// made with it that lands after ctx ended must not be undone, since the
+// undo could take the grant of the later attempt instead.
+func KeepLate(ctx context.Context) context.Context {
+	return context.WithValue(ctx, keepLateKey{}, true)
+}
+
+// LateKept reports whether ctx was marked by KeepLate.
+func LateKept(ctx context.Context) bool {
+	keep, _ := ctx.Value(keepLateKey{}).(bool)
+	return keep
+}
+
 // Call runs fn and returns its result, or ctx's error as soon as ctx ends.
 // fn runs on a goroutine of g (or an uncounted one if g is nil), unless ctx
 // cannot end. When ctx wins, fn goes on in the background, and if it then

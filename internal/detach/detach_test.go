@@ -112,3 +112,15 @@ func TestUnconfirmed(t *testing.T) {
 		}
 	}
 }
+
+// KeepLate marks a context, and the mark survives derived contexts.
+func TestKeepLate(t *testing.T) {
+	if LateKept(t.Context()) {
+		t.Error("LateKept of an unmarked context")
+	}
+	ctx, cancel := context.WithTimeout(KeepLate(t.Context()), time.Minute)
+	defer cancel()
+	if !LateKept(ctx) {
+		t.Error("LateKept of a context derived from a marked one = false")
+	}
+}
