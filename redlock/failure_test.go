@@ -272,7 +272,7 @@ func TestReleaseReachesBusyMasterLater(t *testing.T) {
 	servers, clients := masters(t, 3)
 	busy, occupy := busyClient(t, servers[2].Addr, clients[2])
 	prefix := uniquePrefix()
-	b := newBackend(t, []redis.UniversalClient{clients[0], clients[1], busy}, prefix, redlock.WithMasterTimeout(500*time.Millisecond))
+	b := newBackend(t, []redis.UniversalClient{clients[0], clients[1], busy}, prefix, redlock.WithMasterTimeout(5*time.Second))
 	ctx := t.Context()
 	l, err := dlock.New(b, dlock.WithTTL(time.Hour)).TryAcquire(ctx, "k")
 	if err != nil {
@@ -287,8 +287,9 @@ func TestReleaseReachesBusyMasterLater(t *testing.T) {
 	if err := l.Release(ctx); err != nil {
 		t.Fatalf("Release with one master of three out of reach: %v", err)
 	}
-	// Its release waits for the connection until the master timeout, and
-	// is then made again, in the background.
+	// Its release waits for the connection until the pool timeout (2 s,
+	// well below the master timeout, which leaves a loaded machine time to
+	// land the grant above), and is then made again, in the background.
 	waitfor.Until(t, "the release on master 2 times out and is retried", func() bool { return redlock.Retrying(b) == 1 })
 	if !held() {
 		t.Fatal("the share on the master the release could not reach is gone")
