@@ -34,13 +34,12 @@
 // quorum meets this one on that master alone. Use etcdlock when the fence
 // must be sound whatever restarts.
 //
-// A master that does not answer costs nothing to a grant, refresh, keep or
-// release that a quorum of the others has decided: they return at once,
-// and the call to that master goes on in the background (a late grant is
-// kept, or given back if the grant failed; a late release failure is made
-// again; [Backend.Drain] waits for those calls). Other operations, a
-// refused acquire among them, wait for it up to the master timeout
-// ([WithMasterTimeout]). One that is down should cost nothing either: give
+// A master that does not answer costs nothing to a grant, refresh or keep
+// that a quorum of the others has decided: they return at once, and the
+// call to that master goes on in the background (a late grant is kept, or
+// given back if the grant failed; [Backend.Drain] waits for those calls).
+// Other operations, a refused acquire and a release among them, wait for
+// it up to the master timeout ([WithMasterTimeout]). One that is down should cost nothing either: give
 // the go-redis clients MaxRetries: -1 and DialerRetries: 1, so that a
 // refused connection fails at once instead of being retried until the
 // master timeout (as the dlock command does), and short DialTimeout,
@@ -461,7 +460,7 @@ func (b *Backend) wakeUnlessHeld(ctx context.Context, key string, primary int) {
 var testHookGiveBack func()
 
 // Drain implements [dlock.Drainer]: it waits for the calls that grants,
-// refreshes and releases left running on masters slower than the quorum
+// refreshes and keeps left running on masters slower than the quorum
 // (at most the master timeout), so that a program that exits right after
 // a grant leaves the lease on every master that answers, not on a bare
 // quorum that the loss of one master would break. It does not wait for
@@ -712,17 +711,15 @@ func (b *Backend) Keep(ctx context.Context, key, token string, ttl time.Duration
 }
 
 // Release implements [dlock.Backend]: on every master; it fails when a
-// quorum did not hold the lock. A master that does not answer is asked
-// again in the background (see releaseLater).
+// quorum did not hold the lock. Unlike a grant it waits for every master
+// (up to the master timeout), so that once it returns no share of the
+// lease is left to refuse this process's next acquire of the key, which
+// with one master down would be refused. A master that does not answer is
+// asked again in the background (see releaseLater).
 func (b *Backend) Release(ctx context.Context, key, token string) error {
-	late := func(i int, a answer[struct{}]) {
-		if a.err != nil {
-			b.releaseLater(legErr(len(b.nodes), i, a.err), key, token, true)
-		}
-	}
-	errs := b.onEach(ctx, func(ctx context.Context, n *redislock.Backend) error {
-		return n.Release(ctx, key, token)
-	}, late)
+	errs := errsOf(each(ctx, b, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
+		return struct{}{}, n.Release(ctx, key, token)
+	}))
 	b.releaseLater(errs, key, token, true)
 	if err := b.tally(errs); err != nil {
 		return b.fail("release", key, err)
@@ -731,21 +728,15 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 }
 
 func (b *Backend) onAll(ctx context.Context, op, key string, fn func(context.Context, *redislock.Backend) error) error {
-	if err := b.tally(b.onEach(ctx, fn, nil)); err != nil {
+	if err := b.tally(errsOf(eachUntil(ctx, b, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
+		return struct{}{}, fn(ctx, n)
+	}, tallied[struct{}](b), nil))); err != nil {
 		return b.fail(op, key, err)
 	}
 	return nil
 }
 
-// onEach calls fn on every master and returns their errors in order, as
-// soon as they decide the outcome (see tallied); late is as for eachUntil.
-func (b *Backend) onEach(ctx context.Context, fn func(context.Context, *redislock.Backend) error, late func(int, answer[struct{}])) []error {
-	return errsOf(eachUntil(ctx, b, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
-		return struct{}{}, fn(ctx, n)
-	}, tallied[struct{}](b), late))
-}
-
-// tallied returns whether answers to a refresh, keep or release decide
+// tallied returns whether answers to a refresh or keep decide
 // its outcome (see tally) whatever the masters still out say.
 func tallied[T any](b *Backend) func([]answer[T]) bool {
 	return func(as []answer[T]) bool {
