@@ -39,7 +39,8 @@
 // call to that master goes on in the background (a late grant is kept, or
 // given back if the grant failed; [Backend.Drain] waits for those calls).
 // Other operations, a refused acquire and a release among them, wait for
-// it up to the master timeout ([WithMasterTimeout]). One that is down should cost nothing either: give
+// it up to the master timeout ([WithMasterTimeout]). One that is down
+// should cost nothing either: give
 // the go-redis clients MaxRetries: -1 and DialerRetries: 1, so that a
 // refused connection fails at once instead of being retried until the
 // master timeout (as the dlock command does), and short DialTimeout,
@@ -379,7 +380,7 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (_ dloc
 	late := func(i int, a answer[granted]) {
 		<-over
 		if !won && (a.err != nil || a.v.ok) {
-			b.releaseLater(legErr(len(b.nodes), i, a.err), req.Key, req.Token, true)
+			b.releaseLeg(i, req.Key, req.Token, true, time.Now().Add(detach.RetryFor))
 		}
 	}
 	as := eachUntil(ctx, b, acquire, b.grantedByQuorum, late)
@@ -477,18 +478,6 @@ func (b *Backend) grantedByQuorum(as []answer[granted]) bool {
 	return len(grants) >= b.quorum
 }
 
-// legErr is the errors of n masters' answers with only master i's not
-// confirmed: err, or errUnanswered if err is nil (a late grant).
-func legErr(n, i int, err error) []error {
-	errs := make([]error, n)
-	errs[i] = cmp.Or(err, errUnanswered)
-	return errs
-}
-
-// errUnanswered marks a share to give back that no release has been sent
-// for yet.
-var errUnanswered = fmt.Errorf("%w: share to give back", dlock.ErrUnavailable)
-
 // sortGrants sorts the masters' answers to an acquire.
 func sortGrants(as []answer[granted]) (grants, refusals []dlock.Record, errs []error) {
 	for _, a := range as {
@@ -578,28 +567,38 @@ func unconfirmed(err error) bool { return detach.Unconfirmed(err, dlock.ErrUnava
 const maxRetrying = 64
 
 // releaseLater makes again, in the background, the releases of token that
-// masters did not confirm (errs[i] is master i's answer), with backoff,
-// until each master answers, Close is called or detach.RetryFor has
-// passed. Only for a token that no acquire will use again (see giveBack). A share left on a master that stalled for a moment, or that
-// the release never reached (a full connection pool), would otherwise stay
-// until its TTL, and a few such shares, left by different leases on
-// different masters, can keep every contender from a quorum.
+// masters did not confirm (errs[i] is master i's answer), until each
+// master answers, Close is called or detach.RetryFor has passed. Only for
+// a token that no acquire will use again (see giveBack). A share left on a
+// master that stalled for a moment, or that the release never reached (a
+// full connection pool), would otherwise stay until its TTL, and a few
+// such shares, left by different leases on different masters, can keep
+// every contender from a quorum.
 func (b *Backend) releaseLater(errs []error, key, token string, wake bool) {
 	stop := time.Now().Add(detach.RetryFor)
 	for i, err := range errs {
-		l := leg{i, key, token}
-		if err == errPending || !unconfirmed(err) || !b.claim(l) {
-			continue // a call still out is handled when it answers
+		if unconfirmed(err) {
+			b.releaseLeg(i, key, token, wake, stop)
 		}
-		go func() {
-			defer b.unclaim(l)
-			detach.Retry(b.life, stop, func() bool {
-				ctx, cancel := context.WithTimeout(b.life, b.timeout)
-				defer cancel()
-				return unconfirmed(release(ctx, b.nodes[i], key, token, wake))
-			})
-		}()
 	}
+}
+
+// releaseLeg releases token on master i in the background, with backoff,
+// until the master answers, Close is called or stop has passed; unless it
+// is being done already, or maxRetrying releases are.
+func (b *Backend) releaseLeg(i int, key, token string, wake bool, stop time.Time) {
+	l := leg{i, key, token}
+	if !b.claim(l) {
+		return
+	}
+	go func() {
+		defer b.unclaim(l)
+		detach.Retry(b.life, stop, func() bool {
+			ctx, cancel := context.WithTimeout(b.life, b.timeout)
+			defer cancel()
+			return unconfirmed(release(ctx, b.nodes[i], key, token, wake))
+		})
+	}()
 }
 
 // claim marks l as being retried; false if it was already, or too many
@@ -664,8 +663,19 @@ func quorumOf(recs []dlock.Record, n int) []dlock.Record {
 // succeeded; else an error wrapping ErrNotHeld when too many masters said
 // the lock is not held for a quorum to hold it, or ErrUnavailable.
 func (b *Backend) tally(errs []error) error {
-	ok, notHeld := 0, 0
-	var other []error
+	ok, notHeld, other := count(errs)
+	switch {
+	case ok >= b.quorum:
+		return nil
+	case notHeld > b.tolerated():
+		return fmt.Errorf("%w on %d of %d masters", dlock.ErrNotHeld, notHeld, len(b.nodes))
+	}
+	return fmt.Errorf("%w: %d of %d masters answered yes, %d need to: %w", dlock.ErrUnavailable, ok, len(b.nodes), b.quorum, errors.Join(other...))
+}
+
+// count sorts the masters' answers to a refresh, keep or release: how many
+// succeeded, how many said the lock is not held, and the other errors.
+func count(errs []error) (ok, notHeld int, other []error) {
 	for _, err := range errs {
 		switch {
 		case err == nil:
@@ -676,13 +686,7 @@ func (b *Backend) tally(errs []error) error {
 			other = append(other, err)
 		}
 	}
-	switch {
-	case ok >= b.quorum:
-		return nil
-	case notHeld > b.tolerated():
-		return fmt.Errorf("%w on %d of %d masters", dlock.ErrNotHeld, notHeld, len(b.nodes))
-	}
-	return fmt.Errorf("%w: %d of %d masters answered yes, %d need to: %w", dlock.ErrUnavailable, ok, len(b.nodes), b.quorum, errors.Join(other...))
+	return ok, notHeld, other
 }
 
 // Refresh implements [dlock.Backend].
@@ -740,15 +744,7 @@ func (b *Backend) onAll(ctx context.Context, op, key string, fn func(context.Con
 // its outcome (see tally) whatever the masters still out say.
 func tallied[T any](b *Backend) func([]answer[T]) bool {
 	return func(as []answer[T]) bool {
-		ok, notHeld := 0, 0
-		for _, a := range as {
-			switch {
-			case a.err == nil:
-				ok++
-			case errors.Is(a.err, dlock.ErrNotHeld):
-				notHeld++
-			}
-		}
+		ok, notHeld, _ := count(errsOf(as))
 		return ok >= b.quorum || notHeld > b.tolerated()
 	}
 }
