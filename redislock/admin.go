@@ -100,7 +100,7 @@ func (b *Backend) Cleanup(ctx context.Context) (int, error) {
 // scan returns the keys (without the backend's prefix) under prefix that
 // have metadata, from every master.
 func (b *Backend) scan(ctx context.Context, prefix string) ([]string, error) {
-	return call(ctx, b.direct, func(ctx context.Context) ([]string, error) { return b.scanAll(ctx, prefix) }, nil)
+	return call(ctx, &b.running, b.direct, func(ctx context.Context) ([]string, error) { return b.scanAll(ctx, prefix) }, nil)
 }
 
 func (b *Backend) scanAll(ctx context.Context, prefix string) ([]string, error) {
@@ -151,7 +151,7 @@ func (b *Backend) runAll(ctx context.Context, s *redis.Script, keys []string, ar
 	out := make([]reply, 0, len(keys))
 	for start := 0; start < len(keys); start += batch {
 		chunk := keys[start:min(start+batch, len(keys))]
-		replies, err := call(ctx, b.direct, func(ctx context.Context) ([]reply, error) {
+		replies, err := call(ctx, &b.running, b.direct, func(ctx context.Context) ([]reply, error) {
 			return b.runBatch(ctx, s, chunk, args)
 		}, nil)
 		if err != nil {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dlock-dev/dlock/internal/detach"
 )
 
 // Scripts of many concurrent callers share round trips. While fewer than
@@ -56,7 +58,8 @@ const maxInflight = 4
 
 type batcher struct {
 	rdb      redis.UniversalClient
-	replicas replicaWait // zero: no WAIT
+	replicas replicaWait    // zero: no WAIT
+	running  *detach.Group // counts senders and late functions
 
 	mu       sync.Mutex
 	inflight int // scripts or batches in flight
@@ -90,7 +93,7 @@ func (q *batcher) do(ctx context.Context, direct bool, c scriptCall, late func(r
 		// As call would, without the closure it allocates.
 		r, err = q.run(ctx, c)
 	} else {
-		r, err = call(ctx, false, func(ctx context.Context) (reply, error) {
+		r, err = call(ctx, q.running, false, func(ctx context.Context) (reply, error) {
 			return q.run(ctx, c)
 		}, late)
 	}
@@ -101,7 +104,7 @@ func (q *batcher) do(ctx context.Context, direct bool, c scriptCall, late func(r
 // next hands the scripts that queued meanwhile, if any, to a sender.
 func (q *batcher) next() {
 	if batch := q.take(); batch != nil {
-		go q.send(batch)
+		q.running.Go(func() { q.send(batch) })
 	}
 }
 
@@ -147,7 +150,7 @@ func (q *batcher) deliver(w *queued, r reply, err error) {
 	if gone && err == nil && w.late != nil {
 		// Not on this goroutine: late may run scripts, which would queue
 		// behind the batch this goroutine is to send next.
-		go w.late(r)
+		q.running.Go(func() { w.late(r) })
 	}
 }
 

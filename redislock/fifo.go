@@ -27,6 +27,7 @@ type fifoState struct {
 type ticket struct {
 	q    *fifoState
 	b    *Backend
+	ctx  context.Context // the waiter's
 	key  string
 	id   string
 	stop func() bool // stops the dequeue on context end
@@ -51,7 +52,7 @@ func (q *fifoState) hold(ctx context.Context, b *Backend, req dlock.AcquireReque
 	if t := q.tickets[req.LockID]; t != nil {
 		return t
 	}
-	t := &ticket{q: q, b: b, key: req.Key, id: req.LockID}
+	t := &ticket{q: q, b: b, ctx: ctx, key: req.Key, id: req.LockID}
 	q.tickets[t.id] = t
 	t.stop = context.AfterFunc(ctx, t.dequeue)
 	return t
@@ -79,18 +80,40 @@ func (q *fifoState) forget(id string) {
 func (t *ticket) dequeue() {
 	t.q.mu.Lock()
 	mine := t.q.tickets[t.id] == t
+	var done func()
 	if mine {
 		delete(t.q.tickets, t.id)
+		// Counted in the same critical section, so that Drain either
+		// finds the ticket (dropEnded) or waits for this.
+		done = t.b.running.Start()
 	}
 	t.q.mu.Unlock()
 	if !mine {
 		return
 	}
+	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), lateReleaseTimeout)
 	defer cancel()
 	n := t.b.names(t.key)
 	// On failure the ticket lapses at its deadline.
 	_, _ = t.b.script(ctx, scriptCall{script: dequeueScript, keys: n.dequeueKeys(), args: []any{t.id, n.channel}}, nil)
+}
+
+// dropEnded drops, counted by the backend's running group, the tickets
+// whose waiter's context ended but whose dequeue has not started yet
+// (context.AfterFunc runs it on a goroutine of its own, a moment later).
+func (q *fifoState) dropEnded() {
+	q.mu.Lock()
+	var ended []*ticket
+	for _, t := range q.tickets {
+		if t.ctx.Err() != nil {
+			ended = append(ended, t)
+		}
+	}
+	q.mu.Unlock()
+	for _, t := range ended {
+		t.b.running.Go(t.dequeue)
+	}
 }
 
 // close drops every ticket this backend holds.

@@ -102,6 +102,11 @@ type Backend struct {
 	direct bool
 
 	named nameCache
+
+	// running counts the work that goes on after its caller left: calls
+	// that run on goroutines of their own, the releases of acquires that
+	// landed late, batches in flight and FIFO tickets being dropped.
+	running detach.Group
 }
 
 var (
@@ -112,6 +117,7 @@ var (
 	_ dlock.Breaker       = (*Backend)(nil)
 	_ dlock.Notifier      = (*Backend)(nil)
 	_ dlock.Keeper        = (*Backend)(nil)
+	_ dlock.Drainer       = (*Backend)(nil)
 	_ dlock.QueueReporter = (*Backend)(nil)
 )
 
@@ -236,6 +242,7 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Backend, error) {
 	b.notify.init(rdb, o.fifo, o.grace)
 	b.queue.init()
 	b.batch.rdb = rdb
+	b.batch.running = &b.running
 	b.batch.replicas = o.replicas
 	return b, nil
 }
@@ -245,9 +252,24 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Backend, error) {
 // holder's expiry; new ones that find the key held fail with an error
 // wrapping [dlock.ErrUnavailable] (one that finds it free is granted, as a
 // TryAcquire would be). The go-redis client stays open.
+//
+// Call [Backend.Drain] (or dlock's Client.Drain) first, so that work still
+// running in the background is not cut short.
 func (b *Backend) Close() error {
 	b.queue.close()
 	return b.notify.close()
+}
+
+// Drain implements [dlock.Drainer]: it waits until no call runs in the
+// background, or ctx ends (its cause is returned then). A call whose caller
+// left goes on until the client's timeouts end it; an acquire that lands
+// after its caller left is then released, and a FIFO waiter that gave up
+// leaves the queue, which Drain waits for too. Without it, a program that
+// exits at once leaves such a grant held until its TTL, and such a ticket
+// blocking the queue for the FIFO grace.
+func (b *Backend) Drain(ctx context.Context) error {
+	b.queue.dropEnded()
+	return b.running.Wait(ctx)
 }
 
 // Client returns the go-redis client the backend was built on.
@@ -606,7 +628,7 @@ func onCallersGoroutine(ctx context.Context, direct bool) bool {
 // its own timeouts only, so fn runs on a goroutine of its own; when ctx
 // wins, fn goes on in the background and late (if not nil) receives its
 // result if it succeeds.
-func call[T any](ctx context.Context, direct bool, fn func(context.Context) (T, error), late func(T)) (T, error) {
+func call[T any](ctx context.Context, g *detach.Group, direct bool, fn func(context.Context) (T, error), late func(T)) (T, error) {
 	if onCallersGoroutine(ctx, direct) {
 		if err := ctx.Err(); err != nil {
 			var zero T
@@ -614,7 +636,7 @@ func call[T any](ctx context.Context, direct bool, fn func(context.Context) (T, 
 		}
 		return fn(ctx)
 	}
-	return detach.Call(ctx, nil, func() (T, error) { return fn(ctx) }, late)
+	return detach.Call(ctx, g, func() (T, error) { return fn(ctx) }, late)
 }
 
 // fail wraps an error of operation op: context errors stay recognisable, a

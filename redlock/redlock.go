@@ -464,9 +464,20 @@ var testHookGiveBack func()
 // refreshes and keeps left running on masters slower than the quorum
 // (at most the master timeout), so that a program that exits right after
 // a grant leaves the lease on every master that answers, not on a bare
-// quorum that the loss of one master would break. It does not wait for
-// releases being made again (see releaseLater).
-func (b *Backend) Drain(ctx context.Context) error { return b.inflight.Wait(ctx) }
+// quorum that the loss of one master would break, and then for each
+// master's own background work (see redislock's Drain). It does not wait
+// for releases being made again (see releaseLater).
+func (b *Backend) Drain(ctx context.Context) error {
+	if err := b.inflight.Wait(ctx); err != nil {
+		return err
+	}
+	for _, n := range b.nodes {
+		if err := n.Drain(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // grantedByQuorum reports whether a quorum of masters granted an acquire,
 // whatever those still out say. A refusal waits for every master: the

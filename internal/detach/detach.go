@@ -66,16 +66,28 @@ type Group struct {
 
 // Go runs fn on a goroutine of its own, counted until fn returns.
 func (g *Group) Go(fn func()) {
-	g.mu.Lock()
-	if g.n == 0 {
-		g.none = make(chan struct{})
-	}
-	g.n++
-	g.mu.Unlock()
+	g.add()
 	go func() {
 		defer g.done()
 		fn()
 	}()
+}
+
+// Start counts one piece of background work, which the caller runs itself,
+// until done is called. Calls of done after the first do nothing.
+func (g *Group) Start() (done func()) {
+	g.add()
+	var once sync.Once
+	return func() { once.Do(g.done) }
+}
+
+func (g *Group) add() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.n == 0 {
+		g.none = make(chan struct{})
+	}
+	g.n++
 }
 
 func (g *Group) done() {

@@ -67,6 +67,31 @@ func TestCallReturnsResult(t *testing.T) {
 	}
 }
 
+// Work counted by Start keeps Wait waiting until its done is called, and a
+// second done does not uncount work started since.
+func TestGroupStart(t *testing.T) {
+	var g Group
+	ended, stop := context.WithCancel(t.Context())
+	stop()
+	done := g.Start()
+	if err := g.Wait(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait with work started = %v, want the context's error", err)
+	}
+	done()
+	if err := g.Wait(ended); err != nil {
+		t.Fatalf("Wait after done = %v, want nil", err)
+	}
+	other := g.Start()
+	done()
+	if err := g.Wait(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait after a repeated done = %v, want the context's error: other work still runs", err)
+	}
+	other()
+	if err := g.Wait(ended); err != nil {
+		t.Fatalf("Wait after all done = %v, want nil", err)
+	}
+}
+
 // Retry calls again until it is told to stop, and not once past stop or
 // after ctx ends.
 func TestRetry(t *testing.T) {
