@@ -58,7 +58,7 @@ const maxInflight = 4
 
 type batcher struct {
 	rdb      redis.UniversalClient
-	replicas replicaWait    // zero: no WAIT
+	replicas replicaWait   // zero: no WAIT
 	running  *detach.Group // counts senders and late functions
 
 	mu       sync.Mutex
