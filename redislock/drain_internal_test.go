@@ -52,10 +52,16 @@ func TestDrainWaitsForLateRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	req := acquireRequest("late")
-	if _, _, err := b.Inspect(t.Context(), req.Key); err != nil { // open a connection
+	// Load the scripts: a call whose context ended sends no EVAL after a
+	// NOSCRIPT, so nothing would land late.
+	warm := acquireRequest("warm-up")
+	if _, ok, err := b.Acquire(t.Context(), warm); err != nil || !ok {
+		t.Fatalf("warm-up acquire: granted %v, %v", ok, err)
+	}
+	if err := b.Release(t.Context(), warm.Key, warm.Token); err != nil {
 		t.Fatal(err)
 	}
+	req := acquireRequest("late")
 
 	unpause := pauseWrites(t, rdb)
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)

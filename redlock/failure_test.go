@@ -347,3 +347,47 @@ func TestReleaseDoesNotRetryMasterDown(t *testing.T) {
 		t.Errorf("%d releases are being made again; want none for a master that is down", n)
 	}
 }
+
+// A grant that lands on a master after the master timeout is kept: the
+// core may ask again with the same token, and a release of the late grant
+// could take that attempt's share instead (redlock marks its calls with
+// detach.KeepLate). The slow master's client does not end calls at their
+// deadline, so redislock's call to it goes on past the timeout, and without
+// the mark redislock would release the grant when it landed.
+func TestLateGrantOnSlowMasterIsKept(t *testing.T) {
+	servers, clients := masters(t, 3)
+	slow := redis.NewClient(&redis.Options{Addr: servers[2].Addr}) // not deadline-aware
+	t.Cleanup(func() { _ = slow.Close() })
+	prefix := uniquePrefix()
+	b := newBackend(t, []redis.UniversalClient{clients[0], clients[1], slow}, prefix, redlock.WithMasterTimeout(200*time.Millisecond))
+	ctx := t.Context()
+	c := dlock.New(b, dlock.WithTTL(time.Hour))
+	// Load the scripts: a call whose context ended sends no EVAL after a
+	// NOSCRIPT.
+	if err := c.Do(ctx, "warm-up", func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := clients[2].Do(ctx, "CLIENT", "PAUSE", 60000, "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	unpause := func() { _ = clients[2].Do(context.Background(), "CLIENT", "UNPAUSE").Err() }
+	t.Cleanup(unpause)
+
+	l, err := c.TryAcquire(ctx, "k")
+	if err != nil {
+		t.Fatalf("TryAcquire with one master's scripts held: %v", err)
+	}
+	// The slow master's call gives up at the master timeout, and only
+	// then does its script go through.
+	if err := redlock.WaitMasterCalls(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	unpause()
+	if err := b.Drain(ctx); err != nil { // the slow master's call, and what follows its reply
+		t.Fatal(err)
+	}
+	share := newBackend(t, clients[2:], prefix)
+	if rec, found, err := share.Inspect(ctx, "k"); err != nil || !found || rec.LockID != l.LockID() {
+		t.Errorf("share on the slow master: %+v found %v, %v; want the late grant kept for %s", rec, found, err, l.LockID())
+	}
+}
