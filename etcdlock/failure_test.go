@@ -16,24 +16,12 @@ import (
 	"github.com/dlock-dev/dlock/dlocktest"
 	"github.com/dlock-dev/dlock/etcdlock"
 	"github.com/dlock-dev/dlock/internal/testserver"
+	"github.com/dlock-dev/dlock/internal/waitfor"
 )
 
 // within bounds how long a failing call may take: generous, since the
 // point is that it returns (no hang), not how fast.
 const within = 5 * time.Second
-
-// eventually polls cond until it holds or patience runs out: for effects
-// the store makes on its own clock (a lease revoked in the background).
-func eventually(t *testing.T, patience time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", patience, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // TestServerDown: every operation on a cluster that is gone fails with
 // ErrUnavailable within the backend's timeout, or with the caller's
@@ -127,7 +115,7 @@ func TestAmbiguousAcquireCleanedUp(t *testing.T) {
 		t.Fatalf("TryAcquire whose answer was lost = %v, %v; want an error", l, err)
 	}
 	swallow.Store(false)
-	eventually(t, within, "the key is still held by the lost grant", func() bool {
+	waitfor.Until(t, "the lost grant to be given back", func() bool {
 		_, found, err := c.Inspect(t.Context(), "job")
 		return err == nil && !found
 	})
@@ -144,7 +132,7 @@ func TestAmbiguousAcquireCleanedUp(t *testing.T) {
 	if err == nil || granted {
 		t.Fatalf("Backend.Acquire whose answer was lost = %v, %v; want an error", granted, err)
 	}
-	eventually(t, within, "the backend left the lost grant in place", func() bool {
+	waitfor.Until(t, "the backend to give the lost grant back", func() bool {
 		_, found, err := c.Inspect(t.Context(), "alone")
 		return err == nil && !found
 	})
@@ -169,7 +157,7 @@ func TestAmbiguousJoinDequeued(t *testing.T) {
 	if err == nil {
 		t.Fatal("Acquire whose join was lost succeeded")
 	}
-	eventually(t, within, "the lost join's ticket is still queued", func() bool {
+	waitfor.Until(t, "the lost join's ticket to leave the queue", func() bool {
 		return queueLen(t, cli, b, "job") == 0
 	})
 }
@@ -269,7 +257,7 @@ func TestRefreshNewTTLMovesLease(t *testing.T) {
 	if err != nil || ttl.GrantedTTL != 5 {
 		t.Errorf("new lease: %+v, %v; want a granted TTL of 5s", ttl, err)
 	}
-	eventually(t, within, "the old lease was not revoked", func() bool {
+	waitfor.Until(t, "the old lease to be revoked", func() bool {
 		ttl, err := cli.TimeToLive(t.Context(), before)
 		return err == nil && ttl.TTL == -1
 	})

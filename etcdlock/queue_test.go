@@ -12,6 +12,7 @@ import (
 	"github.com/dlock-dev/dlock/dlocktest"
 	"github.com/dlock-dev/dlock/etcdlock"
 	"github.com/dlock-dev/dlock/internal/testserver"
+	"github.com/dlock-dev/dlock/internal/waitfor"
 )
 
 // patience bounds waits for what must happen.
@@ -161,7 +162,7 @@ func TestCancelledWaiterLeavesQueue(t *testing.T) {
 	if r := <-first; !errors.Is(r.err, context.Canceled) {
 		t.Fatalf("cancelled waiter: %v, want context.Canceled", r.err)
 	}
-	eventually(t, within, "the cancelled waiter's ticket is still queued", func() bool {
+	waitfor.Until(t, "the cancelled waiter's ticket to leave the queue", func() bool {
 		return queueLen(t, cli, b, "job") == 1
 	})
 	if err := holder.Release(ctx); err != nil {

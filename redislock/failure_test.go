@@ -13,6 +13,7 @@ import (
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/dlocktest"
 	"github.com/dlock-dev/dlock/internal/testserver"
+	"github.com/dlock-dev/dlock/internal/waitfor"
 	"github.com/dlock-dev/dlock/redislock"
 )
 
@@ -267,7 +268,7 @@ func TestSentinelFailover(t *testing.T) {
 	// The waiter subscribes once its first attempt is refused.
 	channel := "dlock:wake:" + redislock.DefaultPrefix + key
 	subscribed := func(rdb *redis.Client, where string) {
-		waitFor(ctx, t, "the waiter's subscription "+where, func() bool {
+		waitfor.Until(t, "the waiter's subscription "+where, func() bool {
 			n, err := rdb.PubSubNumSub(ctx, channel).Result()
 			return err == nil && n[channel] > 0
 		})
@@ -281,7 +282,7 @@ func TestSentinelFailover(t *testing.T) {
 	// master, now a read-only replica, and until the Sentinel makes the
 	// former master a replica of the new one, no replica acknowledges a
 	// refresh: such calls fail, typed.
-	waitFor(ctx, t, "a refresh on the new master", func() bool {
+	waitfor.Until(t, "a refresh on the new master", func() bool {
 		err := l.Refresh(ctx)
 		if err != nil && !errors.Is(err, dlock.ErrUnavailable) {
 			t.Fatalf("Refresh during the switch: %v, want nil or ErrUnavailable", err)
@@ -311,18 +312,6 @@ func TestSentinelFailover(t *testing.T) {
 		}
 	case err := <-waitErr:
 		t.Fatalf("waiter: %v", err)
-	}
-}
-
-// waitFor polls cond until it holds, failing t if ctx ends first.
-func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v", what, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
 	}
 }
 

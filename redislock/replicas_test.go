@@ -9,6 +9,7 @@ import (
 
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/internal/testserver"
+	"github.com/dlock-dev/dlock/internal/waitfor"
 	"github.com/dlock-dev/dlock/redislock"
 )
 
@@ -61,20 +62,13 @@ func TestReplicas(t *testing.T) {
 		t.Fatalf("TryAcquire that no replica acknowledged = %v, want ErrUnavailable", err)
 	}
 	// The core gave the grant back; the release may still be on its way.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitfor.Until(t, "the unreplicated grant to be given back", func() bool {
 		n, err := rdb.Exists(ctx, redislock.DefaultPrefix+"unreplicated").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the unreplicated grant was left holding the key")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return n == 0
+	})
 }
 
 // TestReplicasNeedsOneConnection: WAIT must follow the write on its
