@@ -15,6 +15,7 @@ import (
 	"github.com/dlock-dev/dlock"
 	"github.com/dlock-dev/dlock/dlocktest"
 	"github.com/dlock-dev/dlock/internal/testserver"
+	"github.com/dlock-dev/dlock/internal/waitfor"
 	"github.com/dlock-dev/dlock/pglock"
 )
 
@@ -187,6 +188,14 @@ func TestServerFullWaitsForSlot(t *testing.T) {
 		}, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// A closed connection's server process leaves a moment later;
+			// until then it still takes one of the role's slots (CI once
+			// refused the hog for an earlier case's connection).
+			waitfor.Until(t, "the earlier cases' connections to end", func() bool {
+				var n int
+				err := admin.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE usename = 'locker'`).Scan(&n)
+				return err == nil && n == 0
+			})
 			if _, err := admin.Exec(t.Context(), fmt.Sprintf(`ALTER ROLE locker CONNECTION LIMIT %d`, tc.slots)); err != nil {
 				t.Fatal(err)
 			}
