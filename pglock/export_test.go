@@ -20,3 +20,17 @@ func SetLinger(b *Backend, d time.Duration) {
 // LockClass is the first half of the advisory locks that serialize the
 // grants of a key, for tests that hold one.
 const LockClass = lockClass
+
+// Sleeping reports how many of b's waiters of key are subscribed and
+// asleep: heard since they last looked, not woken, no attempt on its way.
+func Sleeping(b *Backend, key string) int {
+	b.notify.mu.Lock()
+	defer b.notify.mu.Unlock()
+	n := 0
+	for _, s := range b.notify.byKey[key] {
+		if s.subscribed && s.heard && !s.woken && !s.inFlight {
+			n++
+		}
+	}
+	return n
+}

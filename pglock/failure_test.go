@@ -59,6 +59,10 @@ func TestRestartKeepsLeases(t *testing.T) {
 		got <- l
 	}()
 	<-waiting
+	// Asleep before the restart: one that subscribed while the server was
+	// down would look at once, find it down and end its wait with the
+	// error (CI under load, once).
+	waitfor.Until(t, "the waiter to sleep", func() bool { return pglock.Sleeping(b, "kept") == 1 })
 
 	srv.Restart(t)
 	if err := held.Refresh(ctx); err != nil {
