@@ -135,7 +135,8 @@ type Notifier interface {
 	// [Client.Acquire] makes, carries the lock id it asks for (see
 	// [WaitingLockID]), so that a backend can tie the subscription to the
 	// attempts it wakes: a FIFO queue wakes exactly the waiter whose turn
-	// it is.
+	// it is. A wait that rides out a store outage starts again with a
+	// fresh lock id, and subscribes again with it.
 	Subscribe(ctx context.Context, key string) (changed <-chan struct{}, cancel func(), err error)
 }
 

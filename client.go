@@ -60,9 +60,22 @@ func (c *Client) TryAcquire(ctx context.Context, key string, opts ...Option) (*L
 // grant the error is a [*NotAcquiredError] that matches both
 // [ErrNotAcquired] and the reason (ctx.Err(), context.DeadlineExceeded for
 // the max wait). Other errors are as for [Client.TryAcquire].
+//
+// A store outage does not end a wait that has begun: once the store has
+// answered (the key is held), an attempt that fails with [ErrUnavailable]
+// is given back and made again, with a fresh token (and so a new place in
+// a FIFO queue), after a backoff from 10ms to a second, until the wait
+// ends; its Cause then also matches the store's error. With a
+// [RetryStrategy] (no Notifier) such attempts count as attempts. An
+// unavailable store on the first attempt fails at once, so that a wrong
+// address is not a silent wait, and so does [ErrClosed].
 func (c *Client) Acquire(ctx context.Context, key string, opts ...Option) (*Lock, error) {
 	return c.acquire(ctx, key, opts, false)
 }
+
+// outageBackoff spaces the attempts of a wait while the store is
+// unavailable.
+var outageBackoff = ExponentialBackoff(10*time.Millisecond, time.Second)
 
 // acquire is Acquire, or with once TryAcquire (as WithMaxWait(0), without
 // the allocations of appending it).
@@ -80,34 +93,83 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 	if err := ValidateTTL(o.ttl); err != nil {
 		return nil, err
 	}
-	token := newToken()
-	req := AcquireRequest{Key: key, Token: token, LockID: LockID(token), TTL: o.ttl, Owner: o.owner}
-
-	waitCtx := ctx
+	waitBase := ctx
 	if o.maxWait > 0 {
 		var cancel context.CancelFunc
-		waitCtx, cancel = context.WithTimeout(ctx, o.maxWait)
+		waitBase, cancel = context.WithTimeout(ctx, o.maxWait)
 		defer cancel()
 	}
 	notifier, notify := c.backend.(Notifier)
 	notify = notify && o.maxWait != 0
-	if notify {
-		waitCtx = context.WithValue(waitCtx, waitingKey{}, req.LockID)
-	}
-	var changed <-chan struct{}
 
-	var lastHolder *Record // reported if waiting ends in a store call
+	var (
+		req         = AcquireRequest{Key: key, TTL: o.ttl, Owner: o.owner}
+		waitCtx     context.Context
+		changed     <-chan struct{}
+		unsubscribe = func() {}
+	)
+	defer func() { unsubscribe() }()
+	// fresh starts the request again with a token of its own: one whose
+	// attempt failed was given back, which may leave a mark refusing it.
+	fresh := func() {
+		req.Token = newToken()
+		req.LockID = LockID(req.Token)
+		waitCtx = waitBase
+		if notify {
+			waitCtx = context.WithValue(waitBase, waitingKey{}, req.LockID)
+		}
+		unsubscribe()
+		unsubscribe, changed = func() {}, nil
+	}
+	fresh()
+
+	var lastHolder *Record // the holder last seen, reported if waiting ends
+	var outage error       // why the last attempt failed, in an outage
+	outages := 0           // attempts in a row that failed after an answer
 	for attempt := 1; ; attempt++ {
 		sent := time.Now()
 		rec, granted, err := c.backend.Acquire(waitCtx, req)
+		if err == nil && !granted && notify && changed == nil {
+			lastHolder = &rec
+			// Subscribe only once the key is found held, so that an
+			// uncontended Acquire costs what TryAcquire does (on Redis a
+			// subscription is a round trip of its own). The backend wakes
+			// us at once if a release may have come since the refusal.
+			var ch <-chan struct{}
+			var cancel func()
+			if ch, cancel, err = notifier.Subscribe(waitCtx, key); err == nil {
+				changed, unsubscribe = ch, cancel
+			}
+		}
 		if err != nil {
 			// The request may have landed before the error (a timeout after
-			// sending): give back what we may hold, on a context of our own.
-			c.abandon(ctx, key, token, sent.Add(o.ttl))
-			return nil, c.acquireError(key, lastHolder, err)
+			// sending), or a refused one left something behind (a FIFO
+			// ticket): give back what we may hold, on a context of our own.
+			c.abandon(ctx, key, req.Token, sent.Add(o.ttl))
+			// Once the store has answered, the wait has begun and an
+			// outage does not end it.
+			unavailable := lastHolder != nil && errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed)
+			if unavailable {
+				outage = err
+			}
+			if waitCtx.Err() != nil && outage != nil {
+				// The wait ended in an outage, perhaps during an attempt.
+				return nil, outageEnded(key, lastHolder, context.Cause(waitCtx), outage)
+			}
+			if !unavailable || waitCtx.Err() != nil || !notify && o.retry.NextBackoff(attempt) <= 0 {
+				return nil, c.acquireError(key, lastHolder, err)
+			}
+			outages++
+			fresh()
+			if werr := sleepCtx(waitCtx, outageBackoff.NextBackoff(outages)); werr != nil {
+				return nil, outageEnded(key, lastHolder, werr, outage)
+			}
+			continue
 		}
+		outage = nil
+		outages = 0
 		if granted {
-			return c.newLock(rec, token, sent, o), nil
+			return c.newLock(rec, req.Token, sent, o), nil
 		}
 		if o.maxWait == 0 {
 			return nil, &NotAcquiredError{Key: key, Holder: &rec}
@@ -115,25 +177,28 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 		if attempt == 1 && o.onWait != nil {
 			o.onWait(rec)
 		}
-		if notify && changed == nil {
-			// Subscribe only once the key is found held, so that an
-			// uncontended Acquire costs what TryAcquire does (on Redis a
-			// subscription is a round trip of its own). The backend wakes
-			// us at once if a release may have come since the refusal.
-			ch, cancel, err := notifier.Subscribe(waitCtx, key)
-			if err != nil {
-				// The refused attempt may have left something behind (a
-				// FIFO ticket): give it back, as after a failed attempt.
-				c.abandon(ctx, key, token, sent.Add(o.ttl))
-				return nil, c.acquireError(key, &rec, err)
-			}
-			defer cancel()
-			changed = ch
-		}
+		lastHolder = &rec
 		if err := c.sleep(waitCtx, o.retry, attempt, rec, changed); err != nil {
 			return nil, &NotAcquiredError{Key: key, Holder: &rec, Cause: err}
 		}
-		lastHolder = &rec
+	}
+}
+
+// outageEnded is the error of a wait that ended (cause) while the store
+// was unavailable (storeErr): it matches both.
+func outageEnded(key string, holder *Record, cause, storeErr error) error {
+	return &NotAcquiredError{Key: key, Holder: holder, Cause: fmt.Errorf("%w; the store did not answer: %w", cause, storeErr)}
+}
+
+// sleepCtx sleeps for d or until ctx ends, whose cause it returns then.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
 	}
 }
 

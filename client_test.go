@@ -3,7 +3,6 @@ package dlock_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -433,41 +432,6 @@ func TestAcquireSubscribesOnlyWhenHeld(t *testing.T) {
 		t.Errorf("Acquire of a held key: %d subscriptions, want 1", subs)
 	}
 	_ = free.Release(ctx)
-}
-
-// subscribeFails is a Notifier whose Subscribe fails; it counts releases.
-type subscribeFails struct {
-	*memlock.Backend
-	releases atomic.Int32
-}
-
-func (s *subscribeFails) Subscribe(context.Context, string) (<-chan struct{}, func(), error) {
-	return nil, nil, fmt.Errorf("subscribe: %w", dlock.ErrUnavailable)
-}
-
-func (s *subscribeFails) Release(ctx context.Context, key, token string) error {
-	s.releases.Add(1)
-	return s.Backend.Release(ctx, key, token)
-}
-
-// A waiter whose subscription fails reports the error and gives back its
-// token: its refused attempt may have left something behind (a FIFO
-// ticket on Redis).
-func TestSubscribeErrorAbandons(t *testing.T) {
-	b := &subscribeFails{Backend: memlock.New()}
-	c := dlock.New(b)
-	ctx := t.Context()
-	key := uniqueKey(t)
-	holder := mustTry(t, c, key)
-	if _, err := c.Acquire(ctx, key, dlock.WithMaxWait(time.Minute)); !errors.Is(err, dlock.ErrUnavailable) {
-		t.Errorf("Acquire with a failing subscription: %v, want ErrUnavailable", err)
-	}
-	if n := b.releases.Load(); n != 1 {
-		t.Errorf("%d releases after the failed wait, want 1 (its token given back)", n)
-	}
-	if err := holder.Release(ctx); err != nil {
-		t.Error(err)
-	}
 }
 
 // lateLook refuses with the holder's expiry already past but a NextLook an

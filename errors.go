@@ -48,6 +48,11 @@ var (
 	// answer in time. Backends wrap their transport errors with it.
 	ErrUnavailable = errors.New("dlock: store unavailable")
 
+	// ErrClosed reports a call through a backend, or a store client, that
+	// was closed. It matches ErrUnavailable too, but unlike other such
+	// errors it will not pass, so a waiting Acquire does not wait it out.
+	ErrClosed = fmt.Errorf("%w: closed", ErrUnavailable)
+
 	// ErrCorrupt reports a stored record that cannot be understood. The
 	// backend does not overwrite it, since its fence would be lost.
 	ErrCorrupt = errors.New("dlock: corrupt lock record")

@@ -15,7 +15,7 @@ const maxRetrying = 64
 
 // unconfirmed reports whether a release's error leaves unknown whether it
 // was made, so that it is worth making again (see detach.Unconfirmed).
-func unconfirmed(err error) bool { return detach.Unconfirmed(err, ErrUnavailable) }
+func unconfirmed(err error) bool { return detach.Unconfirmed(err, ErrUnavailable, ErrClosed) }
 
 // abandon releases a token whose acquire outcome is unknown. It ignores the
 // caller's cancellation, since the caller is the one who gave up. It waits

@@ -44,3 +44,32 @@ func TestReleaseRetriesStopAtExpiry(t *testing.T) {
 		t.Errorf("Release called %d times, want the first and at least one retry", n)
 	}
 }
+
+// closedClient grants every acquire and fails every release as a closed
+// client does.
+type closedClient struct{ unreachable }
+
+func (b *closedClient) Release(context.Context, string, string) error {
+	b.releases.Add(1)
+	return ErrClosed
+}
+
+// TestReleaseThroughClosedClientNotRetried: a release through a closed
+// client would fail the same way again, so it is not made again.
+func TestReleaseThroughClosedClientNotRetried(t *testing.T) {
+	b := &closedClient{unreachable{grantAll: grantAll{refreshed: make(chan struct{}, 1)}}}
+	c := New(b)
+	l, err := c.TryAcquire(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(t.Context()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Release through a closed client = %v, want ErrClosed", err)
+	}
+	if n := c.retrying.Load(); n != 0 {
+		t.Errorf("%d releases retrying, want 0", n)
+	}
+	if n := b.releases.Load(); n != 1 {
+		t.Errorf("Release called %d times, want 1", n)
+	}
+}

@@ -144,6 +144,8 @@ func (b *Backend) fail(ctx context.Context, op, key string, err error) error {
 		return fmt.Errorf("etcdlock: %s %q: %w", op, key, context.Cause(ctx))
 	case errors.Is(err, dlock.ErrCorrupt), errors.Is(err, dlock.ErrNotHeld), errors.Is(err, dlock.ErrUnavailable):
 		return fmt.Errorf("etcdlock: %s %q: %w", op, key, err)
+	case b.cli.Ctx().Err() != nil: // the client was closed
+		return fmt.Errorf("etcdlock: %s %q: %w: %w", op, key, dlock.ErrClosed, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("etcdlock: %s %q: %w: no answer from etcd within %v", op, key, dlock.ErrUnavailable, b.timeout)
 	}

@@ -117,7 +117,7 @@ func (w *waiter) ticketValue() (string, error) {
 	return string(data), err
 }
 
-var errClosed = fmt.Errorf("%w: backend closed", dlock.ErrUnavailable)
+var errClosed = fmt.Errorf("backend %w", dlock.ErrClosed)
 
 // waiterFor reports whether ctx is a waiting acquire's, and returns the
 // waiter state of req if so, creating it on the first attempt; its ticket

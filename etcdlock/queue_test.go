@@ -197,8 +197,8 @@ func TestDeadWaiterSkipped(t *testing.T) {
 	dead := queueUp(t, ctx, "job", 1, doomed)
 	alive := queueUp(t, ctx, "job", 1, b)
 	_ = doomedCli.Close() // no more keep-alives; its waiter fails
-	if r := <-dead; r.err == nil {
-		t.Fatal("the waiter of a closed client was granted")
+	if r := <-dead; !errors.Is(r.err, dlock.ErrClosed) {
+		t.Fatalf("the waiter of a closed client: %v, want ErrClosed", r.err)
 	}
 	if err := holder.Release(ctx); err != nil {
 		t.Fatal(err)

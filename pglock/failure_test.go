@@ -262,3 +262,26 @@ func TestServerFullWaitsForSlot(t *testing.T) {
 		})
 	}
 }
+
+// TestClosedPool: calls through a closed pool fail with ErrClosed, so that
+// a waiting Acquire ends instead of waiting out what it would take for an
+// outage.
+func TestClosedPool(t *testing.T) {
+	dsn := startPostgres(t)
+	pool, err := pgxpool.New(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dlock.New(newBackend(t, pool))
+	l, err := c.TryAcquire(t.Context(), "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.Close()
+	if _, err := c.TryAcquire(t.Context(), "other"); !errors.Is(err, dlock.ErrClosed) || !errors.Is(err, dlock.ErrUnavailable) {
+		t.Errorf("TryAcquire through a closed pool: %v, want ErrClosed", err)
+	}
+	if err := l.Release(t.Context()); !errors.Is(err, dlock.ErrClosed) {
+		t.Errorf("Release through a closed pool: %v, want ErrClosed", err)
+	}
+}

@@ -202,7 +202,7 @@ func (l *listener) subscribe(key, id string) (<-chan struct{}, func(), error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return nil, nil, fmt.Errorf("%w: backend closed", dlock.ErrUnavailable)
+		return nil, nil, fmt.Errorf("backend %w", dlock.ErrClosed)
 	}
 	if !l.running {
 		ctx, stop := context.WithCancel(context.Background())

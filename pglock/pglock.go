@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 )
 
 // DefaultTable is the table of leases unless [WithTable] names another.
@@ -272,6 +273,8 @@ func (b *Backend) fail(ctx context.Context, op, key string, err error) error {
 		return fmt.Errorf("pglock: %s: %w", what, context.Cause(ctx))
 	case errors.Is(err, dlock.ErrCorrupt), errors.Is(err, dlock.ErrNotHeld), errors.Is(err, dlock.ErrUnavailable):
 		return fmt.Errorf("pglock: %s: %w", what, err)
+	case errors.Is(err, puddle.ErrClosedPool):
+		return fmt.Errorf("pglock: %s: %w: %w", what, dlock.ErrClosed, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("pglock: %s: %w: no answer from PostgreSQL within %v", what, dlock.ErrUnavailable, b.timeout)
 	case errors.Is(err, errNoSlot):

@@ -131,6 +131,74 @@ func isRedisErr(err error) bool {
 	return errors.As(err, &re)
 }
 
+// failedAcquires passes calls through and reports each Acquire that
+// failed, without blocking the caller.
+type failedAcquires struct {
+	dlock.Backend
+	failed chan error
+}
+
+func (f *failedAcquires) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
+	rec, granted, err := f.Backend.Acquire(ctx, req)
+	if err != nil {
+		select {
+		case f.failed <- err:
+		default:
+		}
+	}
+	return rec, granted, err
+}
+
+// TestWaiterRidesOutRestart: a waiter whose server goes down keeps
+// waiting instead of failing, and takes the key once the server is back
+// (empty: the holder's lease is lost with it).
+func TestWaiterRidesOutRestart(t *testing.T) {
+	srv := startRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, DialerRetries: 1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	b := newBackend(t, rdb)
+	key := uniqueKey(t, "rides-out")
+	holder, err := dlock.New(b).TryAcquire(t.Context(), key, dlock.WithTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	watched, denied := dlocktest.WatchDenials(b)
+	f := &failedAcquires{Backend: watched, failed: make(chan error, 1)}
+	waiter := dlock.New(struct {
+		*failedAcquires
+		dlock.Notifier
+	}{f, watched.(dlock.Notifier)})
+	type result struct {
+		l   *dlock.Lock
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		l, err := waiter.Acquire(t.Context(), key, dlock.WithMaxWait(time.Minute))
+		done <- result{l, err}
+	}()
+	<-denied
+	srv.Stop()
+	// The lost connection wakes the waiter, whose look fails.
+	if err := <-f.failed; !errors.Is(err, dlock.ErrUnavailable) {
+		t.Fatalf("attempt with the server down: %v, want ErrUnavailable", err)
+	}
+	srv.StartAgain(t)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("waiter across a restart: %v, want the key once the server is back", r.err)
+	}
+	if rec, found, err := b.Inspect(t.Context(), key); err != nil || !found || rec.LockID != r.l.LockID() {
+		t.Errorf("after the restart the key is held by %+v (found %v, %v), want the waiter %s", rec, found, err, r.l.LockID())
+	}
+	if err := holder.Refresh(t.Context()); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Errorf("the old holder's refresh after the restart: %v, want ErrNotHeld", err)
+	}
+	if err := r.l.Release(t.Context()); err != nil {
+		t.Error(err)
+	}
+}
+
 // TestRestartLosesLock restarts the server (no persistence) under a holder
 // whose watchdog refreshes it: the next refresh finds the lease gone and
 // the lost signal fires, long before the TTL would have ended it. After the
@@ -316,7 +384,7 @@ func TestSentinelFailover(t *testing.T) {
 }
 
 // TestAcquireAfterClose: a closed backend has no pub/sub connection, so an
-// Acquire that would have to wait fails with ErrUnavailable at once; one
+// Acquire that would have to wait fails with ErrClosed at once; one
 // that finds its key free is granted, as a TryAcquire would be.
 func TestAcquireAfterClose(t *testing.T) {
 	srv := startRedis(t)
@@ -335,8 +403,8 @@ func TestAcquireAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Release(ctx)
-	if _, err := c.Acquire(ctx, "held", dlock.WithMaxWait(time.Minute)); !errors.Is(err, dlock.ErrUnavailable) {
-		t.Errorf("Acquire of a held key after Close: %v, want ErrUnavailable", err)
+	if _, err := c.Acquire(ctx, "held", dlock.WithMaxWait(time.Minute)); !errors.Is(err, dlock.ErrClosed) {
+		t.Errorf("Acquire of a held key after Close: %v, want ErrClosed", err)
 	}
 	l, err := c.Acquire(ctx, "free", dlock.WithMaxWait(time.Minute))
 	if err != nil {
@@ -344,5 +412,35 @@ func TestAcquireAfterClose(t *testing.T) {
 	}
 	if err := l.Release(ctx); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestWaiterEndsWhenClientClosed: closing the go-redis client under a
+// waiter ends its wait with ErrClosed (which matches ErrUnavailable), where
+// an outage would be waited out.
+func TestWaiterEndsWhenClientClosed(t *testing.T) {
+	srv := startRedis(t)
+	key := uniqueKey(t, "closed")
+	holder, err := dlock.New(newBackend(t, newClient(t, srv.Addr))).TryAcquire(t.Context(), key, dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Release(t.Context())
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	watched, denied := dlocktest.WatchDenials(newBackend(t, rdb))
+	waitErr := make(chan error, 1)
+	go func() {
+		_, err := dlock.New(watched).Acquire(t.Context(), key, dlock.WithMaxWait(time.Minute))
+		waitErr <- err
+	}()
+	<-denied
+	if err := rdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waitErr; !errors.Is(err, dlock.ErrClosed) || !errors.Is(err, dlock.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("waiter whose client was closed: %v, want ErrClosed at once", err)
+	}
+	if _, err := dlock.New(watched).TryAcquire(t.Context(), key); !errors.Is(err, dlock.ErrClosed) {
+		t.Errorf("TryAcquire on a closed client: %v, want ErrClosed", err)
 	}
 }

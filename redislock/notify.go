@@ -16,7 +16,7 @@ import (
 )
 
 // errClosed is returned by Subscribe after Close.
-var errClosed = fmt.Errorf("redislock: backend closed: %w", dlock.ErrUnavailable)
+var errClosed = fmt.Errorf("redislock: backend %w", dlock.ErrClosed)
 
 const (
 	// subscribeTimeout bounds the wait for the server to confirm a

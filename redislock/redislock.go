@@ -640,7 +640,8 @@ func call[T any](ctx context.Context, g *detach.Group, direct bool, fn func(cont
 }
 
 // fail wraps an error of operation op: context errors stay recognisable, a
-// value of the wrong type is corrupt, anything else is unavailability.
+// value of the wrong type is corrupt, a closed client is closed, anything
+// else is unavailability.
 func (b *Backend) fail(ctx context.Context, op, key string, err error) error {
 	switch {
 	case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || isTimeout(err)):
@@ -652,6 +653,8 @@ func (b *Backend) fail(ctx context.Context, op, key string, err error) error {
 		return fmt.Errorf("redislock: %s %q: %w", op, key, err)
 	case isRedisError(err) && strings.Contains(err.Error(), "WRONGTYPE"):
 		return fmt.Errorf("redislock: %s %q: %w: key holds a value that is not a lock: %w", op, key, dlock.ErrCorrupt, err)
+	case errors.Is(err, redis.ErrClosed):
+		return fmt.Errorf("redislock: %s %q: %w: %w", op, key, dlock.ErrClosed, err)
 	}
 	return fmt.Errorf("redislock: %s %q: %w: %w", op, key, dlock.ErrUnavailable, err)
 }

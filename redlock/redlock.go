@@ -570,7 +570,9 @@ func release(ctx context.Context, n *redislock.Backend, key, token string, wake 
 
 // unconfirmed reports whether a master's answer to a release leaves
 // unknown whether it happened (see detach.Unconfirmed).
-func unconfirmed(err error) bool { return detach.Unconfirmed(err, dlock.ErrUnavailable) }
+func unconfirmed(err error) bool {
+	return detach.Unconfirmed(err, dlock.ErrUnavailable, dlock.ErrClosed)
+}
 
 // maxRetrying bounds the shares being released again at one time, so that
 // a master that hangs while a busy program releases does not gather a

@@ -104,8 +104,8 @@ var testHookWaiting func()
 
 // take acquires key on c, waiting per f.wait. Errors: *conflictError when
 // someone else holds it, *interruptedError when a signal ended the wait,
-// an unavailable error when the store did not answer within --timeout, or
-// the core's error.
+// an unavailable error when the store did not answer within --timeout or
+// was still unavailable when the wait ended, or the core's error.
 func (e *env) take(ctx context.Context, c *dlock.Client, key string, f *acquireFlags, opts ...dlock.Option) (*dlock.Lock, error) {
 	opts = append([]dlock.Option{dlock.WithTTL(f.ttl)}, opts...)
 	actx, cancel := ctx, context.CancelFunc(func() {})
@@ -144,6 +144,10 @@ func (e *env) take(ctx context.Context, c *dlock.Client, key string, f *acquireF
 	switch {
 	case nae.Cause == nil:
 		return nil, &conflictError{key: key, holder: nae.Holder, code: f.conflictCode}
+	case errors.Is(nae.Cause, dlock.ErrUnavailable):
+		// The wait ended while the store did not answer: the outage, not
+		// the holder, is what the caller should act on.
+		return nil, &exitError{code: ExitUnavailable, err: err}
 	case errors.Is(nae.Cause, context.DeadlineExceeded) && f.wait > 0 && time.Since(start) >= f.wait:
 		return nil, &conflictError{key: key, holder: nae.Holder, waited: f.wait, code: f.conflictCode}
 	case errors.Is(nae.Cause, context.DeadlineExceeded):

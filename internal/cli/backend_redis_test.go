@@ -64,3 +64,29 @@ func TestRedisReplicasBackend(t *testing.T) {
 	_, stderr = cluster.mustDlock(ExitUsage, "status", "job")
 	oneLineContaining(t, stderr, "WithReplicas needs a *redis.Client")
 }
+
+// A waiting acquire whose store goes away keeps waiting, and exits 69
+// (not 75) if the store is still gone when its wait ends: the outage is
+// what to act on. Its line names both the wait and the store's error.
+func TestRedisOutageEndsWaitUnavailable(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	s := &store{t: t, url: "redis://" + srv.Addr + "?fifo=1&dial_timeout=100ms"}
+	s.mustDlock(0, "acquire", "--ttl", "1m", "-q", "job")
+	type result struct {
+		code   int
+		errOut string
+	}
+	got := make(chan result, 1)
+	go func() {
+		code, _, errOut := s.dlock("acquire", "--ttl", "1m", "--wait", "2s", "--timeout", "1s", "job")
+		got <- result{code, errOut}
+	}()
+	s.awaitWaiting("job", 1) // queued: the store answered, the wait began
+	srv.Stop()
+	r := <-got
+	if r.code != ExitUnavailable {
+		t.Fatalf("wait that ended with the store down: exit %d, want %d\n%s", r.code, ExitUnavailable, r.errOut)
+	}
+	oneLineContaining(t, r.errOut, "connection refused")
+	oneLineContaining(t, r.errOut, "deadline exceeded")
+}

@@ -28,7 +28,7 @@ var exitCodeTable = []struct {
 	{"0", "success (status: the key is locked)"},
 	{"1", "the lock is not held: wrong or expired token (refresh, release), free key (status, break); stress: the verdict is not clean"},
 	{"64", "usage error: bad flag, argument, duration, key or backend URL; operation not supported by the backend"},
-	{"69", "store unavailable: backend cannot be opened or reached"},
+	{"69", "store unavailable: backend cannot be opened or reached, or still unreachable when --wait ended"},
 	{"70", "internal error, e.g. a corrupt lock record"},
 	{"75", "not acquired: the key is held by someone else (run/acquire --conflict-exit-code N changes it)"},
 	{"79", "run: the lock was lost or --max-hold reached while COMMAND ran; COMMAND was stopped"},

@@ -29,8 +29,10 @@ const (
 // connection: it is down, and what it held is lost with it or comes back
 // with its TTL still running; asking it again would only add load to its
 // return, and one store of several down would set every release retrying.
-func Unconfirmed(err, unavailable error) bool {
-	if errors.Is(err, syscall.ECONNREFUSED) {
+// Nor is one through a closed client (the caller's closed error), which
+// would fail the same way again.
+func Unconfirmed(err, unavailable, closed error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, closed) {
 		return false
 	}
 	return errors.Is(err, unavailable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)

@@ -117,9 +117,11 @@ func TestRetry(t *testing.T) {
 }
 
 // A release that timed out or did not reach the store is worth making
-// again; one the store answered, or that found the store down, is not.
+// again; one the store answered, or that found the store down or the
+// client closed, is not.
 func TestUnconfirmed(t *testing.T) {
 	unavailable := errors.New("unavailable")
+	closed := fmt.Errorf("%w: closed", unavailable)
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
 	for _, c := range []struct {
 		err  error
@@ -131,8 +133,9 @@ func TestUnconfirmed(t *testing.T) {
 		{fmt.Errorf("release: %w", context.DeadlineExceeded), true},
 		{context.Canceled, true},
 		{fmt.Errorf("release: %w: %w", unavailable, refused), false},
+		{fmt.Errorf("release: %w", closed), false},
 	} {
-		if got := Unconfirmed(c.err, unavailable); got != c.want {
+		if got := Unconfirmed(c.err, unavailable, closed); got != c.want {
 			t.Errorf("Unconfirmed(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}

@@ -52,6 +52,13 @@ func StartRedis(t testing.TB, extra ...string) *Redis {
 func (r *Redis) Restart(t testing.TB) {
 	t.Helper()
 	r.Process.Stop()
+	r.StartAgain(t)
+}
+
+// StartAgain starts a server that was stopped (Stop) again on its port,
+// with no keys. It fails t if the port cannot be reused.
+func (r *Redis) StartAgain(t testing.TB) {
+	t.Helper()
 	var err error
 	for try := 0; try < 20; try++ {
 		var p *Process
