@@ -160,6 +160,9 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 				return nil, c.acquireError(key, lastHolder, err)
 			}
 			outages++
+			if outages == 1 && o.onOutage != nil {
+				o.onOutage(err)
+			}
 			fresh()
 			if werr := sleepCtx(waitCtx, outageBackoff.NextBackoff(outages)); werr != nil {
 				return nil, outageEnded(key, lastHolder, werr, outage)

@@ -21,6 +21,7 @@ type options struct {
 	minHold      time.Duration // 0: a release frees the key at once
 	owner        Owner
 	onWait       func(holder Record) // nil: nobody is told
+	onOutage     func(err error)     // nil: nobody is told
 	err          error
 }
 
@@ -76,6 +77,14 @@ func WithMaxWait(d time.Duration) Option {
 // the wait; it is never called by TryAcquire or with WithMaxWait(0), which
 // do not wait. nil (the default) calls nothing.
 func WithOnWait(fn func(holder Record)) Option { return func(o *options) { o.onWait = fn } }
+
+// WithOnOutage calls fn when a waiting Acquire (or Do) finds the store
+// unavailable after it had answered, and waits on (see [Client.Acquire]),
+// with the store's error, so that a program can say why the wait goes on
+// (the dlock command prints a line on a terminal). fn runs on the caller's
+// goroutine once per outage: again only after the store has answered in
+// between. nil (the default) calls nothing.
+func WithOnOutage(fn func(err error)) Option { return func(o *options) { o.onOutage = fn } }
 
 // WithRetry sets how waiting Acquires sleep between attempts on backends that
 // cannot notify waiters. Default [DefaultRetry]. nil fails with

@@ -226,3 +226,56 @@ func TestSubscribeErrorStartsAfresh(t *testing.T) {
 		t.Errorf("subscriptions for lock ids %q, want the first token's and then the grant's (%s)", ids, l.LockID())
 	}
 }
+
+// scripted answers each Acquire as its plan says, in order: "fail" as an
+// unavailable store, "release" by releasing the holder first and then
+// asking the store, anything else by asking the store.
+type scripted struct {
+	dlock.Backend
+	holder *dlock.Lock
+	mu     sync.Mutex
+	plan   []string
+}
+
+func (s *scripted) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
+	s.mu.Lock()
+	step := "ask"
+	if len(s.plan) > 0 {
+		step, s.plan = s.plan[0], s.plan[1:]
+	}
+	s.mu.Unlock()
+	switch step {
+	case "fail":
+		return dlock.Record{}, false, fmt.Errorf("scripted: %w", dlock.ErrUnavailable)
+	case "release":
+		if err := s.holder.Release(ctx); err != nil {
+			return dlock.Record{}, false, err
+		}
+	}
+	return s.Backend.Acquire(ctx, req)
+}
+
+// WithOnOutage is told once per outage, with the store's error: two
+// failed attempts in a row are one outage, and one after an answer is a
+// new one.
+func TestOnOutageOncePerOutage(t *testing.T) {
+	mem := memlock.New()
+	key := uniqueKey(t)
+	holder := mustTry(t, dlock.New(mem), key, dlock.WithTTL(time.Hour))
+	b := &scripted{Backend: mem, holder: holder, plan: []string{"ask", "fail", "fail", "ask", "fail", "release"}}
+	var outages []error
+	l, err := dlock.New(b, dlock.WithRetry(dlock.LinearBackoff(time.Millisecond))).Acquire(t.Context(), key,
+		dlock.WithMaxWait(time.Minute), dlock.WithOnOutage(func(err error) { outages = append(outages, err) }))
+	if err != nil {
+		t.Fatalf("Acquire through two outages: %v", err)
+	}
+	defer l.Release(t.Context())
+	if len(outages) != 2 {
+		t.Fatalf("told of %d outages (%v), want 2", len(outages), outages)
+	}
+	for _, err := range outages {
+		if !errors.Is(err, dlock.ErrUnavailable) {
+			t.Errorf("told of %v, want the store's ErrUnavailable", err)
+		}
+	}
+}

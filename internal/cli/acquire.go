@@ -123,6 +123,8 @@ func (e *env) take(ctx context.Context, c *dlock.Client, key string, f *acquireF
 	if f.wait != 0 && !e.quiet && e.stderrTerminal() {
 		opts = append(opts, dlock.WithOnWait(func(holder dlock.Record) {
 			fmt.Fprintf(e.stderr, "dlock: %q is locked by %s; %s\n", key, holderLine(holder, time.Now()), waitingFor(f.wait))
+		}), dlock.WithOnOutage(func(err error) {
+			fmt.Fprintf(e.stderr, "dlock: store unavailable while waiting for %q (%s); still %s\n", key, oneLine(err.Error()), waitingFor(f.wait))
 		}))
 	}
 	if f.wait != 0 && testHookWaiting != nil {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dlock-dev/dlock/internal/testserver"
 )
 
 // openPTY returns a new pseudo-terminal: tty is the end a program writes
@@ -108,5 +110,50 @@ func TestWaitNotice(t *testing.T) {
 				t.Errorf("printed %q, want one line with %q naming the holder", text, tc.want)
 			}
 		})
+	}
+}
+
+// awaitScreen reads what is written to the terminal until a line contains
+// want, and returns everything read.
+func awaitScreen(t *testing.T, screen *os.File, want string) string {
+	t.Helper()
+	if err := screen.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	buf := make([]byte, 4096)
+	for !strings.Contains(text.String(), want) {
+		n, err := screen.Read(buf)
+		text.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("terminal: %v; read so far: %q", err, text.String())
+		}
+	}
+	return strings.ReplaceAll(text.String(), "\r\n", "\n")
+}
+
+// A run whose store goes away while it waits says so on a terminal, once,
+// and goes on waiting: it runs COMMAND once the store is back (empty, so
+// the key is free).
+func TestOutageNotice(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	s := &store{t: t, url: "redis://" + srv.Addr + "?fifo=1&dial_timeout=100ms"}
+	s.mustDlock(0, "acquire", "--ttl", "1h", "-q", "job")
+	screen, tty := openPTY(t)
+	args := []string{"--backend", s.url, "--timeout", "1s", "run", "--wait", "1m", "job", "--", "true"}
+	code := make(chan int, 1)
+	go func() { code <- Main(t.Context(), args, strings.NewReader(""), io.Discard, tty) }()
+	s.awaitWaiting("job", 1)
+	srv.Stop()
+	notice := awaitScreen(t, screen, "still waiting up to 1m0s")
+	srv.StartAgain(t)
+	if c := <-code; c != 0 {
+		t.Fatalf("run after the store came back: exit %d", c)
+	}
+	text := notice + readScreen(t, screen, tty)
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"job" is locked by`) ||
+		!strings.Contains(lines[1], `dlock: store unavailable while waiting for "job" (`) || !strings.Contains(lines[1], "connection refused") {
+		t.Errorf("printed %q, want the holder's line, then one saying the store is unavailable and why", text)
 	}
 }
