@@ -460,6 +460,10 @@ func (b *Backend) wakeUnlessHeld(ctx context.Context, key string, primary int) {
 // its shares back, for tests that race a release against it.
 var testHookGiveBack func()
 
+// testHookRaise, if set, runs as a grant's quorum that disagrees on the
+// fence is about to be raised, for tests that make the raise fail.
+var testHookRaise func()
+
 // Drain implements [dlock.Drainer]: it waits for the calls that grants,
 // refreshes and keeps left running on masters slower than the quorum
 // (at most the master timeout), so that a program that exits right after
@@ -529,6 +533,9 @@ func (b *Backend) raiseFences(ctx context.Context, key string, as []answer[grant
 	}
 	if low == top {
 		return nil // the usual case: the masters agree
+	}
+	if testHookRaise != nil {
+		testHookRaise()
 	}
 	raised := make([]answer[struct{}], len(b.nodes))
 	behind := func(i int) bool { a := as[i]; return a.err == nil && a.v.ok && a.v.rec.Fence < top }
