@@ -129,8 +129,13 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 	for attempt := 1; ; attempt++ {
 		sent := time.Now()
 		rec, granted, err := c.backend.Acquire(waitCtx, req)
-		if err == nil && !granted && notify && changed == nil {
+		if err == nil && !granted && o.maxWait != 0 {
 			lastHolder = &rec
+			if attempt == 1 && o.onWait != nil {
+				o.onWait(rec)
+			}
+		}
+		if err == nil && !granted && notify && changed == nil {
 			// Subscribe only once the key is found held, so that an
 			// uncontended Acquire costs what TryAcquire does (on Redis a
 			// subscription is a round trip of its own). The backend wakes
@@ -177,10 +182,6 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 		if o.maxWait == 0 {
 			return nil, &NotAcquiredError{Key: key, Holder: &rec}
 		}
-		if attempt == 1 && o.onWait != nil {
-			o.onWait(rec)
-		}
-		lastHolder = &rec
 		if err := c.sleep(waitCtx, o.retry, attempt, rec, changed); err != nil {
 			return nil, &NotAcquiredError{Key: key, Holder: &rec, Cause: err}
 		}

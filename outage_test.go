@@ -189,7 +189,7 @@ func (s *subscribeFails) Subscribe(ctx context.Context, key string) (<-chan stru
 
 // A waiter whose subscription fails gives back its token (its refused
 // attempt may have left a FIFO ticket on Redis) and waits on with a fresh
-// lock id, subscribing again.
+// lock id, subscribing again. It was told it waits, once.
 func TestSubscribeErrorStartsAfresh(t *testing.T) {
 	mem := memlock.New()
 	b := &subscribeFails{Backend: mem, subscribed: make(chan struct{})}
@@ -207,9 +207,13 @@ func TestSubscribeErrorStartsAfresh(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	l, err := c.Acquire(ctx, key, dlock.WithMaxWait(time.Minute))
+	told := 0
+	l, err := c.Acquire(ctx, key, dlock.WithMaxWait(time.Minute), dlock.WithOnWait(func(dlock.Record) { told++ }))
 	if err != nil {
 		t.Fatalf("Acquire after a failed subscription: %v", err)
+	}
+	if told != 1 {
+		t.Errorf("OnWait called %d times, want once, on the refusal before the failed subscription", told)
 	}
 	defer l.Release(ctx)
 	if err := c.Drain(ctx); err != nil {

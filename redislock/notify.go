@@ -191,11 +191,28 @@ func (w *waiter) signal() {
 }
 
 // writeFailure is closed (done) with err set when a SUBSCRIBE could not be
-// sent, so that its waiters fail at once instead of at their deadline.
+// sent, or its connection was lost before the server confirmed it, so
+// that its waiters fail at once instead of at their deadline (the core
+// then asks again, as in any outage).
 type writeFailure struct {
 	done chan struct{}
 	err  error
+	once sync.Once
 }
+
+func newWriteFailure() *writeFailure { return &writeFailure{done: make(chan struct{})} }
+
+// failWith closes f with err; the first call wins.
+func (f *writeFailure) failWith(err error) {
+	f.once.Do(func() {
+		f.err = err
+		close(f.done)
+	})
+}
+
+// errLostUnconfirmed fails the waiters of a SUBSCRIBE whose connection was
+// lost before the server confirmed it.
+var errLostUnconfirmed = errors.New("pub/sub connection lost before the subscription was confirmed")
 
 // wireOp is a SUBSCRIBE or UNSUBSCRIBE for the writer goroutine.
 type wireOp struct {
@@ -244,8 +261,7 @@ func (n *notifier) write(ps *redis.PubSub) {
 				continue
 			}
 			if err := ps.Subscribe(ctx, op.channel); err != nil {
-				op.fail.err = err
-				close(op.fail.done)
+				op.fail.failWith(err)
 			}
 		}
 	}
@@ -282,7 +298,7 @@ func (n *notifier) subscribe(ctx context.Context, channel string) (*waiter, func
 		}
 		st.subscribed = true
 		st.pending++
-		st.fail = &writeFailure{done: make(chan struct{})}
+		st.fail = newWriteFailure()
 		n.queue(wireOp{subscribe: true, channel: channel, fail: st.fail})
 	}
 	ready, fail := st.ready, st.fail
@@ -327,6 +343,15 @@ func (n *notifier) unsubscribe(channel string, w *waiter) {
 	if len(st.waiters) == 0 && st.subscribed {
 		st.subscribed = false
 		st.events++
+		// No reply need be waited for: a SUBSCRIBE in flight, or the
+		// resubscription expected after a lost connection, which go-redis
+		// skips once the channel is unsubscribed, would keep the state,
+		// and a later subscriber would wait for a reply that never comes.
+		// A reply that comes anyway finds no state, or a later
+		// subscriber's: it ends that one's wait for its reply early, and
+		// that reply, unexpected then, wakes its waiters to look again
+		// (see confirmed), so no release is missed.
+		st.pending = 0
 		if !n.closed {
 			n.queue(wireOp{channel: channel})
 		}
@@ -408,13 +433,17 @@ func (n *notifier) confirmed(channel string) {
 
 // lost handles a broken connection: go-redis resubscribes every channel on
 // the next connection, which gives exactly one reply per subscribed
-// channel; replies to commands sent on the old one will never come.
+// channel; replies to commands sent on the old one will never come. Those
+// waiting for such a reply fail rather than wait for a reconnection that
+// may take as long as the outage; later ones wait for the resubscription.
 func (n *notifier) lost() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for channel, st := range n.chans {
 		st.events++
 		if st.pending > 0 {
+			st.fail.failWith(errLostUnconfirmed)
+			st.fail = newWriteFailure()
 			st.pending = 0
 			if st.subscribed {
 				st.pending = 1

@@ -311,3 +311,37 @@ func TestMissedSinceRefusal(t *testing.T) {
 		t.Error("the subscription lapsed between refusal and subscription: not told to look again")
 	}
 }
+
+// A connection lost while a SUBSCRIBE waits for its reply fails those
+// waiting for it at once (the core asks again), and later subscribers
+// wait for the resubscription's reply. If the last waiter leaves before
+// that reply, none is waited for any more: a later subscriber starts
+// afresh instead of waiting for a reply go-redis will not ask for.
+func TestLostFailsUnconfirmedSubscribe(t *testing.T) {
+	n, ws := newTestNotifier(false, 1)
+	st := n.chans["c"]
+	st.pending, st.ready = 1, make(chan struct{})
+	unconfirmed := newWriteFailure()
+	st.fail = unconfirmed
+	n.lost()
+	select {
+	case <-unconfirmed.done:
+		if unconfirmed.err != errLostUnconfirmed {
+			t.Errorf("unconfirmed SUBSCRIBE failed with %v, want errLostUnconfirmed", unconfirmed.err)
+		}
+	default:
+		t.Fatal("a SUBSCRIBE whose connection was lost still waits for its reply")
+	}
+	select {
+	case <-st.fail.done:
+		t.Error("later subscribers fail too, instead of waiting for the resubscription")
+	default:
+	}
+	if st.pending != 1 {
+		t.Errorf("pending replies after the loss = %d, want 1 (the resubscription)", st.pending)
+	}
+	n.unsubscribe("c", ws[0])
+	if _, ok := n.chans["c"]; ok {
+		t.Error("channel state kept for a reply nobody waits for")
+	}
+}

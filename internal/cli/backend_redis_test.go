@@ -70,7 +70,10 @@ func TestRedisReplicasBackend(t *testing.T) {
 // what to act on. Its line names both the wait and the store's error.
 func TestRedisOutageEndsWaitUnavailable(t *testing.T) {
 	srv := testserver.StartRedis(t)
-	s := &store{t: t, url: "redis://" + srv.Addr + "?fifo=1&dial_timeout=100ms"}
+	// Without go-redis's retries an attempt fails at once, so that the wait
+	// ends between failed attempts, not during the first one (which would
+	// be a look cut short by the wait's end, exit 75).
+	s := &store{t: t, url: "redis://" + srv.Addr + "?fifo=1&dial_timeout=100ms&max_retries=-1"}
 	s.mustDlock(0, "acquire", "--ttl", "1m", "-q", "job")
 	type result struct {
 		code   int
@@ -78,7 +81,7 @@ func TestRedisOutageEndsWaitUnavailable(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		code, _, errOut := s.dlock("acquire", "--ttl", "1m", "--wait", "2s", "--timeout", "1s", "job")
+		code, _, errOut := s.dlock("acquire", "--ttl", "1m", "--wait", "5s", "--timeout", "1s", "job")
 		got <- result{code, errOut}
 	}()
 	s.awaitWaiting("job", 1) // queued: the store answered, the wait began

@@ -153,7 +153,7 @@ func TestOutageNotice(t *testing.T) {
 	text := notice + readScreen(t, screen, tty)
 	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
 	if len(lines) != 2 || !strings.Contains(lines[0], `"job" is locked by`) ||
-		!strings.Contains(lines[1], `dlock: store unavailable while waiting for "job" (`) || !strings.Contains(lines[1], "connection refused") {
+		!strings.HasPrefix(lines[1], `dlock: store unavailable while waiting for "job" (redislock: `) || !strings.HasSuffix(lines[1], "); still waiting up to 1m0s") {
 		t.Errorf("printed %q, want the holder's line, then one saying the store is unavailable and why", text)
 	}
 }
