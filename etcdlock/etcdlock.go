@@ -101,7 +101,9 @@ func New(cli *clientv3.Client, opts ...Option) (*Backend, error) {
 // it started in the background, each bounded by the timeout. It is safe
 // to call while other calls are in flight. It does not
 // close the etcd client. After Close, an Acquire that would wait fails with
-// [dlock.ErrUnavailable]; other operations still work.
+// [dlock.ErrClosed] (which matches [dlock.ErrUnavailable]); other
+// operations still work. Calls through a closed etcd client fail with
+// ErrClosed too.
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	b.closed = true

@@ -257,8 +257,8 @@ func TestAcquireAfterClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Acquire(ctx, "held", dlock.WithMaxWait(time.Minute)); !errors.Is(err, dlock.ErrUnavailable) {
-		t.Errorf("Acquire of a held key after Close: %v, want ErrUnavailable", err)
+	if _, err := c.Acquire(ctx, "held", dlock.WithMaxWait(time.Minute)); !errors.Is(err, dlock.ErrClosed) {
+		t.Errorf("Acquire of a held key after Close: %v, want ErrClosed", err)
 	}
 	l, err := c.Acquire(ctx, "free", dlock.WithMaxWait(time.Minute))
 	if err != nil {

@@ -285,3 +285,31 @@ func TestClosedPool(t *testing.T) {
 		t.Errorf("Release through a closed pool: %v, want ErrClosed", err)
 	}
 }
+
+// TestAcquireAfterClose: a closed backend listens for no release, so an
+// Acquire that would have to wait fails with ErrClosed at once, where an
+// outage would be waited out; one that finds its key free is granted.
+func TestAcquireAfterClose(t *testing.T) {
+	pool := newPool(t, startPostgres(t))
+	table := pglock.WithTable(uniqueTable())
+	holder, err := dlock.New(newBackend(t, pool, table)).TryAcquire(t.Context(), "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Release(t.Context())
+	closed := newBackend(t, pool, table)
+	if err := closed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c := dlock.New(closed)
+	if _, err := c.Acquire(t.Context(), "held", dlock.WithMaxWait(time.Minute)); !errors.Is(err, dlock.ErrClosed) || errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Acquire of a held key after Close: %v, want ErrClosed at once", err)
+	}
+	l, err := c.Acquire(t.Context(), "free", dlock.WithMaxWait(time.Minute))
+	if err != nil {
+		t.Fatalf("Acquire of a free key after Close: %v", err)
+	}
+	if err := l.Release(t.Context()); err != nil {
+		t.Error(err)
+	}
+}

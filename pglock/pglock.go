@@ -141,8 +141,9 @@ func quote(name string) string {
 
 // Close stops the connection that listens for releases, if waiting
 // started one, and waits for it. It does not close the pool. After Close,
-// an Acquire that would wait fails with [dlock.ErrUnavailable]; other
-// operations still work.
+// an Acquire that would wait fails with [dlock.ErrClosed] (which matches
+// [dlock.ErrUnavailable]); other operations still work. Calls through a
+// closed pool fail with ErrClosed too.
 func (b *Backend) Close() error {
 	b.notify.close()
 	return nil

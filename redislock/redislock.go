@@ -250,8 +250,9 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Backend, error) {
 // Close stops the backend's pub/sub connection and drops the FIFO tickets
 // of its waiters. Waiting Acquires that started before Close wake at their
 // holder's expiry; new ones that find the key held fail with an error
-// wrapping [dlock.ErrUnavailable] (one that finds it free is granted, as a
-// TryAcquire would be). The go-redis client stays open.
+// wrapping [dlock.ErrClosed], which matches [dlock.ErrUnavailable] (one
+// that finds it free is granted, as a TryAcquire would be). The go-redis
+// client stays open; calls through it once closed fail with ErrClosed too.
 //
 // Call [Backend.Drain] (or dlock's Client.Drain) first, so that work still
 // running in the background is not cut short.
