@@ -81,7 +81,7 @@ type channelState struct {
 	subscribed bool      // SUBSCRIBE sent and not followed by UNSUBSCRIBE
 	pending    int       // subscribe replies still to come
 	ready      chan struct{}
-	fail       *writeFailure // of the latest SUBSCRIBE
+	fail       *subscribeFailure // of the latest SUBSCRIBE
 
 	// FIFO: fallback wakes everyone unless the head came first; grants
 	// counts the grants announced on the channel. watch wakes, when the
@@ -190,20 +190,20 @@ func (w *waiter) signal() {
 	}
 }
 
-// writeFailure is closed (done) with err set when a SUBSCRIBE could not be
+// subscribeFailure is closed (done) with err set when a SUBSCRIBE could not be
 // sent, or its connection was lost before the server confirmed it, so
 // that its waiters fail at once instead of at their deadline (the core
 // then asks again, as in any outage).
-type writeFailure struct {
+type subscribeFailure struct {
 	done chan struct{}
 	err  error
 	once sync.Once
 }
 
-func newWriteFailure() *writeFailure { return &writeFailure{done: make(chan struct{})} }
+func newSubscribeFailure() *subscribeFailure { return &subscribeFailure{done: make(chan struct{})} }
 
 // failWith closes f with err; the first call wins.
-func (f *writeFailure) failWith(err error) {
+func (f *subscribeFailure) failWith(err error) {
 	f.once.Do(func() {
 		f.err = err
 		close(f.done)
@@ -218,7 +218,7 @@ var errLostUnconfirmed = errors.New("pub/sub connection lost before the subscrip
 type wireOp struct {
 	subscribe bool
 	channel   string
-	fail      *writeFailure // for SUBSCRIBE
+	fail      *subscribeFailure // for SUBSCRIBE
 }
 
 func (n *notifier) init(rdb redis.UniversalClient, fifo bool, grace time.Duration) {
@@ -298,7 +298,7 @@ func (n *notifier) subscribe(ctx context.Context, channel string) (*waiter, func
 		}
 		st.subscribed = true
 		st.pending++
-		st.fail = newWriteFailure()
+		st.fail = newSubscribeFailure()
 		n.queue(wireOp{subscribe: true, channel: channel, fail: st.fail})
 	}
 	ready, fail := st.ready, st.fail
@@ -443,7 +443,7 @@ func (n *notifier) lost() {
 		st.events++
 		if st.pending > 0 {
 			st.fail.failWith(errLostUnconfirmed)
-			st.fail = newWriteFailure()
+			st.fail = newSubscribeFailure()
 			st.pending = 0
 			if st.subscribed {
 				st.pending = 1

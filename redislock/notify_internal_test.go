@@ -321,7 +321,7 @@ func TestLostFailsUnconfirmedSubscribe(t *testing.T) {
 	n, ws := newTestNotifier(false, 1)
 	st := n.chans["c"]
 	st.pending, st.ready = 1, make(chan struct{})
-	unconfirmed := newWriteFailure()
+	unconfirmed := newSubscribeFailure()
 	st.fail = unconfirmed
 	n.lost()
 	select {
