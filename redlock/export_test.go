@@ -13,3 +13,6 @@ func Retrying(b *Backend) int {
 // return (at most the master timeout), but not for what the masters'
 // backends go on with after that.
 func WaitMasterCalls(ctx context.Context, b *Backend) error { return b.inflight.Wait(ctx) }
+
+// Primary returns the index of key's primary master.
+func Primary(b *Backend, key string) int { return b.primary(key) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,6 +167,61 @@ func TestHungMaster(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Errorf("the calls ran into the test's own bound of %v", within)
+	}
+}
+
+// A waiter asks the key's primary master alone first (see Backend.Acquire).
+// When the primary hangs, that look fails at the master timeout, and the
+// waiter asks the other two, which grant the key, instead of waiting on
+// the primary until its wait ends.
+func TestWaiterGrantedWhilePrimaryHangs(t *testing.T) {
+	servers, clients := masters(t, 3)
+	prefix := uniquePrefix()
+	const key = "k"
+	hb := newBackend(t, clients, prefix, redlock.WithMasterTimeout(200*time.Millisecond))
+	wb := newBackend(t, clients, prefix, redlock.WithMasterTimeout(200*time.Millisecond))
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	holder, err := dlock.New(hb, dlock.WithTTL(time.Minute)).TryAcquire(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := make(chan struct{})
+	granted := make(chan error, 1)
+	var outage atomic.Value
+	go func() {
+		w := dlock.New(wb, dlock.WithTTL(time.Minute), dlock.WithMaxWait(within/2),
+			dlock.WithOnWait(func(dlock.Record) { close(refused) }),
+			dlock.WithOnOutage(func(err error) { outage.Store(err) }))
+		l, err := w.Acquire(ctx, key)
+		if err == nil {
+			err = l.Release(ctx)
+		}
+		granted <- err
+	}()
+	<-refused
+	// Subscribed on every master before the primary hangs.
+	for _, c := range clients {
+		for {
+			chans, err := c.PubSubChannels(ctx, "*").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(chans) == 1 && c.PubSubNumSub(ctx, chans[0]).Val()[chans[0]] == 1 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	hang(t, servers[redlock.Primary(wb, key)])
+	if err := holder.Release(ctx); err != nil {
+		t.Fatalf("Release with the primary hung: %v", err)
+	}
+	if err := <-granted; err != nil {
+		t.Fatalf("waiter with the primary hung: %v", err)
+	}
+	if err := outage.Load(); err != nil {
+		t.Errorf("the waiter saw an outage: %v", err)
 	}
 }
 

@@ -144,3 +144,156 @@ func TestQuorumGoneBeforeGiveBackWakes(t *testing.T) {
 		}
 	}
 }
+
+// scriptCalls is how many scripts (EVALSHA and EVAL) c's server has run.
+func scriptCalls(t *testing.T, c *redis.Client) int {
+	t.Helper()
+	info, err := c.Info(t.Context(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats, err := bench.ParseCommandStats(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(stats["evalsha"].Calls + stats["eval"].Calls)
+}
+
+// The herd: a release wakes a waiter in every process, and all but one are
+// refused. Ten waiters, each on a backend of its own (as in ten processes),
+// wait for a held key; after the release, the key's two other masters see
+// the release and the winner's acquire (and perhaps a split-vote retry),
+// not a look from every waiter, which the primary alone refuses. Then the
+// waiters take the key in turn: the looks lose no wake-up.
+func TestWaitersLookAtPrimaryAlone(t *testing.T) {
+	ctx := t.Context()
+	hb, direct := masters(t)
+	const key, waiters = "k", 10
+	primary := hb.primary(key)
+	holder, err := dlock.New(hb, dlock.WithTTL(time.Minute)).TryAcquire(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted := make(chan *dlock.Lock, waiters)
+	failed := make(chan error, waiters)
+	for range waiters {
+		var clients []redis.UniversalClient
+		for _, d := range direct {
+			c := redis.NewClient(&redis.Options{Addr: d.Options().Addr, ContextTimeoutEnabled: true})
+			t.Cleanup(func() { _ = c.Close() })
+			clients = append(clients, c)
+		}
+		b, err := New(clients, WithPrefix("t:"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close() })
+		go func() {
+			l, err := dlock.New(b, dlock.WithTTL(time.Minute), dlock.WithMaxWait(time.Minute)).Acquire(ctx, key)
+			if err != nil {
+				failed <- err
+				return
+			}
+			granted <- l
+		}()
+	}
+	// Every waiter has subscribed on every master.
+	for _, d := range direct {
+		for {
+			chans, err := d.PubSubChannels(ctx, "*").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(chans) == 1 && d.PubSubNumSub(ctx, chans[0]).Val()[chans[0]] == waiters {
+				break
+			}
+			select {
+			case err := <-failed:
+				t.Fatalf("a waiter failed: %v", err)
+			case <-time.After(time.Millisecond):
+			}
+		}
+		if err := d.ConfigResetStat(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var l *dlock.Lock
+	select {
+	case l = <-granted:
+	case err := <-failed:
+		t.Fatalf("a waiter failed: %v", err)
+	}
+	// Each waiter looked (the release woke one in each backend): the
+	// primary ran the release and at least one script per waiter.
+	for scriptCalls(t, direct[primary]) < 1+waiters {
+		time.Sleep(time.Millisecond)
+	}
+	for i, d := range direct {
+		if n := scriptCalls(t, d); i != primary && n >= waiters {
+			t.Errorf("master %d (not the primary) ran %d scripts after the release; want the release and the winner's acquire, not one look per waiter (%d)", i, n, waiters)
+		}
+	}
+	for range waiters - 1 {
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case l = <-granted:
+		case err := <-failed:
+			t.Fatalf("a waiter failed: %v", err)
+		}
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A look at a primary that fails (here its client is closed) pauses the
+// looks at it, so that a hung primary does not cost every waiter's look
+// its master timeout; the attempt asks the other masters and is granted.
+func TestFailedLookPausesLooks(t *testing.T) {
+	ctx := t.Context()
+	b, direct := masters(t)
+	const key, token = "k", "0123456789abcdef0123456789abcdef"
+	primary := b.primary(key)
+	for i := range b.nodes {
+		take(t, b, i, key, token, time.Minute)
+	}
+	subscribed := make(chan struct{})
+	granted := make(chan error, 1)
+	go func() {
+		c := dlock.New(b, dlock.WithTTL(time.Minute), dlock.WithMaxWait(time.Minute),
+			dlock.WithOnWait(func(dlock.Record) { close(subscribed) }))
+		_, err := c.Acquire(ctx, key)
+		granted <- err
+	}()
+	<-subscribed
+	for {
+		b.mu.Lock()
+		n := len(b.watching)
+		b.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := direct[primary].Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range b.nodes {
+		if i != primary {
+			if err := b.nodes[i].Release(ctx, key, token); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := <-granted; err != nil {
+		t.Fatalf("waiter with the primary's client closed: %v", err)
+	}
+	if time.Now().UnixNano() >= b.lookPaused[primary].Load() {
+		t.Error("the primary's failed look did not pause the looks at it")
+	}
+}

@@ -23,6 +23,9 @@
 //   - Inspect, List and Stats show leases held by a quorum.
 //   - Break and Cleanup run on every master.
 //   - Waiters subscribe to every master and are woken by a release on any.
+//     Once subscribed, a waiter asks the key's primary master alone first,
+//     and the others only if the primary did not refuse it: each release
+//     wakes a waiter in every process, and all but one are refused.
 //
 // Fences: a grant's fence is the highest its quorum counted, and before the
 // grant returns, the masters of the quorum that counted less are raised to
@@ -57,6 +60,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -83,6 +87,12 @@ type Backend struct {
 	stop     context.CancelFunc
 	mu       sync.Mutex
 	retrying map[leg]bool // at most one retry per leg at a time
+
+	// Waits subscribed through Subscribe, by lock id: their attempts ask
+	// the key's primary master alone first (see lookFirst). A master whose
+	// look failed is not looked at alone again before lookPaused[i].
+	watching   map[string]int
+	lookPaused []atomic.Int64 // unix ns
 }
 
 // leg is one master's share of one lease.
@@ -153,7 +163,10 @@ func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
 	if err := errors.Join(o.errs...); err != nil {
 		return nil, fmt.Errorf("redlock: %w: %w", dlock.ErrInvalidOption, err)
 	}
-	b := &Backend{quorum: len(clients)/2 + 1, timeout: o.timeout, retrying: make(map[leg]bool)}
+	b := &Backend{
+		quorum: len(clients)/2 + 1, timeout: o.timeout, retrying: make(map[leg]bool),
+		watching: make(map[string]int), lookPaused: make([]atomic.Int64, len(clients)),
+	}
 	b.life, b.stop = context.WithCancel(context.Background())
 	addrs := make(map[string]bool)
 	for i, c := range clients {
@@ -277,6 +290,14 @@ var errPending = fmt.Errorf("%w: no answer yet", dlock.ErrUnavailable)
 // timeout, and late (if not nil) receives each of their answers; Drain
 // waits for them.
 func eachUntil[T any](ctx context.Context, b *Backend, fn func(context.Context, *redislock.Backend) (T, error), decided func([]answer[T]) bool, late func(int, answer[T])) []answer[T] {
+	out := make([]answer[T], len(b.nodes))
+	eachUntilOf(ctx, b, out, func(int) bool { return true }, fn, decided, late)
+	return out
+}
+
+// eachUntilOf is eachUntil for the masters i that only(i) picks, whose
+// answers it writes to out[i]; decided sees the others' as they were.
+func eachUntilOf[T any](ctx context.Context, b *Backend, out []answer[T], only func(i int) bool, fn func(context.Context, *redislock.Backend) (T, error), decided func([]answer[T]) bool, late func(int, answer[T])) {
 	type result struct {
 		i int
 		a answer[T]
@@ -287,15 +308,19 @@ func eachUntil[T any](ctx context.Context, b *Backend, fn func(context.Context, 
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout)
 	detachCalls := context.AfterFunc(ctx, cancel)
 	results := make(chan result, len(b.nodes))
-	out := make([]answer[T], len(b.nodes))
+	started := 0
 	for i := range b.nodes {
+		if !only(i) {
+			continue
+		}
+		started++
 		out[i].err = errPending
 		go func() {
 			v, err := fn(mctx, b.nodes[i])
 			results <- result{i, answer[T]{v, b.masterErr(ctx, mctx, i, err)}}
 		}()
 	}
-	for left := len(b.nodes); left > 0; left-- {
+	for left := started; left > 0; left-- {
 		r := <-results
 		out[r.i] = r.a
 		if rest := left - 1; rest > 0 && decided(out) {
@@ -308,11 +333,10 @@ func eachUntil[T any](ctx context.Context, b *Backend, fn func(context.Context, 
 					}
 				}
 			})
-			return out
+			return
 		}
 	}
 	cancel()
-	return out
 }
 
 // granted is a master's answer to an acquire.
@@ -383,8 +407,23 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (_ dloc
 			b.releaseLeg(i, req.Key, req.Token, true, time.Now().Add(detach.RetryFor))
 		}
 	}
-	as := eachUntil(ctx, b, acquire, b.grantedByQuorum, late)
-	primary := -1
+	as := make([]answer[granted], len(b.nodes))
+	others := func(i int) bool { return true }
+	primary, look := b.lookFirst(ctx, req)
+	if look {
+		eachOf(ctx, b, as, func(i int) bool { return i == primary }, acquire)
+		p := as[primary]
+		if p.err == nil && !p.v.ok {
+			// Held: the other masters need not be asked. Its holder's
+			// release or give-back wakes us again.
+			return p.v.rec, false, nil
+		}
+		if errors.Is(p.err, dlock.ErrUnavailable) {
+			b.pauseLooks(primary)
+		}
+		others = func(i int) bool { return i != primary }
+	}
+	eachUntilOf(ctx, b, as, others, acquire, b.grantedByQuorum, late)
 	for try := 0; ; try++ {
 		grants, refusals, errs := sortGrants(as)
 		if len(grants) >= b.quorum {
@@ -430,6 +469,63 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (_ dloc
 		// Ask again only the masters that refused: one that did not answer
 		// would cost each round the master timeout.
 		eachOf(ctx, b, as, func(i int) bool { return as[i].err == nil && !as[i].v.ok }, acquire)
+	}
+}
+
+// The herd. Every release wakes a waiter in every process that waits for
+// the key (pub/sub cannot pick one), and all but one of them are refused.
+// Asked of every master, each of those refusals costs a script on each:
+// 100 processes queueing through three masters made about 330 scripts per
+// grant. So the attempts of a wait that has subscribed ask the key's
+// primary master alone first, and the others only if it did not refuse
+// them: a refusal costs one script, and a grant one round trip more. The
+// primary's refusal is the one the split-vote rules defer to anyway. A
+// share that a lost give-back left on the primary alone keeps waiters
+// (not new callers, who ask every master) from the key until it expires.
+// A primary that does not answer is not looked at alone for lookPause,
+// so that a hung master does not cost every look its timeout.
+const lookPause = 5 * time.Second
+
+// lookFirst reports whether this attempt asks the key's primary master
+// alone first: it is one of a wait that subscribed, and the primary's last
+// look did not fail within lookPause. primary is the primary's index, or
+// -1 if the attempt is no waiter's.
+func (b *Backend) lookFirst(ctx context.Context, req dlock.AcquireRequest) (primary int, look bool) {
+	id, ok := dlock.WaitingLockID(ctx)
+	if !ok || id != req.LockID {
+		return -1, false
+	}
+	b.mu.Lock()
+	subscribed := b.watching[id] > 0
+	b.mu.Unlock()
+	if !subscribed {
+		return -1, false
+	}
+	primary = b.primary(req.Key)
+	return primary, time.Now().UnixNano() >= b.lookPaused[primary].Load()
+}
+
+// pauseLooks stops looks at master i alone for lookPause.
+func (b *Backend) pauseLooks(i int) {
+	b.lookPaused[i].Store(time.Now().Add(lookPause).UnixNano())
+}
+
+// watch notes that the wait of ctx (see dlock.WaitingLockID) subscribed,
+// until the returned function is called.
+func (b *Backend) watch(ctx context.Context) func() {
+	id, ok := dlock.WaitingLockID(ctx)
+	if !ok {
+		return func() {}
+	}
+	b.mu.Lock()
+	b.watching[id]++
+	b.mu.Unlock()
+	return func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.watching[id]--; b.watching[id] <= 0 {
+			delete(b.watching, id)
+		}
 	}
 }
 
@@ -924,8 +1020,10 @@ func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, f
 			}
 		}()
 	}
+	unwatch := b.watch(ctx)
 	cancel := sync.OnceFunc(func() {
 		close(stop)
+		unwatch()
 		for _, c := range cancels {
 			c()
 		}
