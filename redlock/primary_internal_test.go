@@ -92,7 +92,13 @@ func TestQuorumWithoutPrimaryWakesNobody(t *testing.T) {
 }
 
 // publishCalls is how many PUBLISH commands c's server has run.
-func publishCalls(t *testing.T, c *redis.Client) int {
+func publishCalls(t *testing.T, c *redis.Client) int { return commandCalls(t, c, "publish") }
+
+// scriptCalls is how many scripts (EVALSHA and EVAL) c's server has run.
+func scriptCalls(t *testing.T, c *redis.Client) int { return commandCalls(t, c, "evalsha", "eval") }
+
+// commandCalls is how many of the commands named c's server has run.
+func commandCalls(t *testing.T, c *redis.Client, names ...string) int {
 	t.Helper()
 	info, err := c.Info(t.Context(), "commandstats").Result()
 	if err != nil {
@@ -102,7 +108,11 @@ func publishCalls(t *testing.T, c *redis.Client) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return int(stats["publish"].Calls)
+	n := 0
+	for _, name := range names {
+		n += int(stats[name].Calls)
+	}
+	return n
 }
 
 // As above, but the quorum's holder lets go between the refusals and the
@@ -143,20 +153,6 @@ func TestQuorumGoneBeforeGiveBackWakes(t *testing.T) {
 			t.Errorf("master %d published %d times, want 0: one wake-up is enough", i, n)
 		}
 	}
-}
-
-// scriptCalls is how many scripts (EVALSHA and EVAL) c's server has run.
-func scriptCalls(t *testing.T, c *redis.Client) int {
-	t.Helper()
-	info, err := c.Info(t.Context(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stats, err := bench.ParseCommandStats(info)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return int(stats["evalsha"].Calls + stats["eval"].Calls)
 }
 
 // The herd: a release wakes a waiter in every process, and all but one are
