@@ -20,6 +20,7 @@ type Client struct {
 	held     heldLocks
 	cleanups detach.Group // releases running in the background, for Drain
 	retrying atomic.Int32 // releases being made again (see releaseLater)
+	local    *localWake   // nil when the backend is a Notifier
 }
 
 // New returns a client over b. opts set defaults for every call; see
@@ -31,7 +32,11 @@ func New(b Backend, opts ...Option) *Client {
 	for _, opt := range opts {
 		opt(&d)
 	}
-	return &Client{backend: b, defaults: d}
+	c := &Client{backend: b, defaults: d}
+	if _, ok := b.(Notifier); !ok {
+		c.local = &localWake{}
+	}
+	return c
 }
 
 // Backend returns the backend the client was built on.
@@ -56,7 +61,9 @@ func (c *Client) TryAcquire(ctx context.Context, key string, opts ...Option) (*L
 // Acquire takes key, waiting while it is held until it is granted, ctx is
 // done or the [WithMaxWait] bound passes. Waiting is woken by the store when
 // the backend is a [Notifier] and, in any case, at the holder's expiry;
-// otherwise it sleeps per the [RetryStrategy]. When waiting ends without a
+// otherwise it sleeps per the [RetryStrategy], and is woken when this
+// Client frees the key (a release by another goroutine; each such wake is
+// an attempt of the strategy). When waiting ends without a
 // grant the error is a [*NotAcquiredError] that matches both
 // [ErrNotAcquired] and the reason (ctx.Err(), context.DeadlineExceeded for
 // the max wait). Other errors are as for [Client.TryAcquire].
@@ -107,8 +114,10 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 		waitCtx     context.Context
 		changed     <-chan struct{}
 		unsubscribe = func() {}
+		freedHere   <-chan struct{} // without a Notifier: freed by this Client
+		unlisten    = func() {}
 	)
-	defer func() { unsubscribe() }()
+	defer func() { unsubscribe(); unlisten() }()
 	// fresh starts the request again with a token of its own: one whose
 	// attempt failed was given back, which may leave a mark refusing it.
 	fresh := func() {
@@ -131,6 +140,9 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 		rec, granted, err := c.backend.Acquire(waitCtx, req)
 		if err == nil && !granted && o.maxWait != 0 {
 			lastHolder = &rec
+			if c.local != nil && freedHere == nil {
+				freedHere, unlisten = c.local.listen(key)
+			}
 			if attempt == 1 && o.onWait != nil {
 				o.onWait(rec)
 			}
@@ -182,7 +194,7 @@ func (c *Client) acquire(ctx context.Context, key string, opts []Option, once bo
 		if o.maxWait == 0 {
 			return nil, &NotAcquiredError{Key: key, Holder: &rec}
 		}
-		if err := c.sleep(waitCtx, o.retry, attempt, rec, changed); err != nil {
+		if err := c.sleep(waitCtx, o.retry, attempt, rec, changed, freedHere); err != nil {
 			return nil, &NotAcquiredError{Key: key, Holder: &rec, Cause: err}
 		}
 	}
@@ -214,10 +226,11 @@ func (c *Client) acquireError(key string, holder *Record, err error) error {
 	return fmt.Errorf("dlock: acquire %q: %w", key, err)
 }
 
-// sleep waits for the next attempt: a store notification, the holder's
-// expiry (or the backend's NextLook) or the retry strategy's backoff,
-// whichever comes first.
-func (c *Client) sleep(ctx context.Context, retry RetryStrategy, attempt int, holder Record, changed <-chan struct{}) error {
+// sleep waits for the next attempt: a store notification (changed), a
+// release by this Client when the backend cannot notify (freedHere), the
+// holder's expiry (or the backend's NextLook) or the retry strategy's
+// backoff, whichever comes first.
+func (c *Client) sleep(ctx context.Context, retry RetryStrategy, attempt int, holder Record, changed, freedHere <-chan struct{}) error {
 	look := holder.ExpiresAt
 	if !holder.NextLook.IsZero() && changed != nil {
 		look = holder.NextLook
@@ -242,6 +255,7 @@ func (c *Client) sleep(ctx context.Context, retry RetryStrategy, attempt int, ho
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	case <-changed:
+	case <-freedHere:
 	case <-t.C:
 	}
 	return nil
@@ -352,7 +366,11 @@ func (c *Client) Break(ctx context.Context, key string) (rec Record, found bool,
 	if !ok {
 		return Record{}, false, fmt.Errorf("dlock: break: %w", ErrUnsupported)
 	}
-	return b.Break(ctx, key)
+	rec, found, err = b.Break(ctx, key)
+	if err == nil && found {
+		c.local.wake(key)
+	}
+	return rec, found, err
 }
 
 // Drain waits until the releases the client runs in the background have

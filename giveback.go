@@ -67,5 +67,9 @@ func (c *Client) releaseLater(ctx context.Context, key, token string, expiry tim
 func (c *Client) releaseOnce(ctx context.Context, key, token string) error {
 	ctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
 	defer cancel()
-	return c.backend.Release(ctx, key, token)
+	err := c.backend.Release(ctx, key, token)
+	if err == nil {
+		c.local.wake(key)
+	}
+	return err
 }

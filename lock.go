@@ -260,6 +260,7 @@ func (l *Lock) Release(ctx context.Context) error {
 		}
 		return fmt.Errorf("dlock: release %q: %w", l.key, err)
 	}
+	l.client.local.wake(l.key)
 	if prior != nil {
 		return fmt.Errorf("dlock: release %q: %w: %w", l.key, ErrNotHeld, prior)
 	}
@@ -298,6 +299,7 @@ func (c *Client) ReleaseToken(ctx context.Context, key, token string, keepUntil 
 	if err := c.backend.Release(ctx, key, token); err != nil {
 		return false, fmt.Errorf("dlock: release %q: %w", key, err)
 	}
+	c.local.wake(key)
 	return false, nil
 }
 

@@ -305,3 +305,35 @@ func TestSubSecondTTL(t *testing.T) {
 		t.Errorf("Inspect after takeover = %+v, %v, %v; want the new holder", rec, found, err)
 	}
 }
+
+// Memcached cannot notify waiters, so they poll, but a release by another
+// goroutine of the same dlock.Client wakes them at once: with a backoff of
+// an hour and a lease of a minute, the waiter is granted within its wait
+// only because of that wake.
+func TestLocalReleaseWakesWaiter(t *testing.T) {
+	srv := testserver.Memcached(t)
+	c := dlock.New(newBackend(t, []string{srv.Addr}), dlock.WithTTL(time.Minute),
+		dlock.WithRetry(dlock.LinearBackoff(time.Hour)))
+	key := uniqueKey(t)
+	holder, err := c.TryAcquire(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := make(chan struct{})
+	granted := make(chan error, 1)
+	go func() {
+		l, err := c.Acquire(t.Context(), key, dlock.WithMaxWait(patience),
+			dlock.WithOnWait(func(dlock.Record) { close(refused) }))
+		if err == nil {
+			err = l.Release(t.Context())
+		}
+		granted <- err
+	}()
+	<-refused
+	if err := holder.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-granted; err != nil {
+		t.Fatalf("waiter after a release by the same client: %v", err)
+	}
+}
