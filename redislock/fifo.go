@@ -44,6 +44,39 @@ func waiting(ctx context.Context, id string) bool {
 	return ok && w == id
 }
 
+type noQueueKey struct{}
+
+// WithoutQueue returns ctx for an Acquire that, with FIFO, must respect
+// the queue but not take a place in it even if it comes from a waiter
+// ([dlock.WaitingLockID]): package redlock queues its waiters on one
+// master only, the key's primary, and asks the others with it.
+func WithoutQueue(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noQueueKey{}, true)
+}
+
+// queues reports whether a waiter's Acquire with ctx takes a place in the
+// FIFO queue (see WithoutQueue).
+func queues(ctx context.Context) bool { return ctx.Value(noQueueKey{}) == nil }
+
+type queueLifeKey struct{}
+
+// WithQueueLife returns ctx for an Acquire whose FIFO ticket leaves the
+// queue when life ends rather than ctx: package redlock bounds each call
+// to a master by a context of its own, which ends with the call, while
+// the ticket must stay as long as the waiter waits.
+func WithQueueLife(ctx, life context.Context) context.Context {
+	return context.WithValue(ctx, queueLifeKey{}, life)
+}
+
+// queueLife is the context whose end drops the ticket of an Acquire made
+// with ctx (see WithQueueLife).
+func queueLife(ctx context.Context) context.Context {
+	if life, ok := ctx.Value(queueLifeKey{}).(context.Context); ok {
+		return life
+	}
+	return ctx
+}
+
 // hold returns the ticket of req's token, arranging for it to leave the
 // queue when ctx ends.
 func (q *fifoState) hold(ctx context.Context, b *Backend, req dlock.AcquireRequest) *ticket {
@@ -52,6 +85,7 @@ func (q *fifoState) hold(ctx context.Context, b *Backend, req dlock.AcquireReque
 	if t := q.tickets[req.LockID]; t != nil {
 		return t
 	}
+	ctx = queueLife(ctx)
 	t := &ticket{q: q, b: b, ctx: ctx, key: req.Key, id: req.LockID}
 	q.tickets[t.id] = t
 	t.stop = context.AfterFunc(ctx, t.dequeue)

@@ -293,7 +293,7 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.
 	var ticket *ticket
 	if b.fifo {
 		mode = 1
-		if wait {
+		if wait && queues(ctx) {
 			mode = 2
 			ticket = b.queue.hold(ctx, b, req)
 		}

@@ -1,7 +1,10 @@
 package redlock
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,9 +15,9 @@ import (
 	"github.com/dlock-dev/dlock/internal/testserver"
 )
 
-// masters starts three redis-servers and returns a backend over them and
-// a plain client on each.
-func masters(t *testing.T) (*Backend, []*redis.Client) {
+// masters starts three redis-servers and returns a backend over them
+// (with opts) and a plain client on each.
+func masters(t *testing.T, opts ...Option) (*Backend, []*redis.Client) {
 	t.Helper()
 	var clients []redis.UniversalClient
 	var direct []*redis.Client
@@ -23,7 +26,7 @@ func masters(t *testing.T) (*Backend, []*redis.Client) {
 		t.Cleanup(func() { _ = c.Close() })
 		clients, direct = append(clients, c), append(direct, c)
 	}
-	b, err := New(clients, WithPrefix("t:"))
+	b, err := New(clients, append([]Option{WithPrefix("t:")}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,11 +162,35 @@ func TestQuorumGoneBeforeGiveBackWakes(t *testing.T) {
 // refused. Ten waiters, each on a backend of its own (as in ten processes),
 // wait for a held key; after the release, the key's two other masters see
 // the release and the winner's acquire (and perhaps a split-vote retry),
-// not a look from every waiter, which the primary alone refuses. Then the
-// waiters take the key in turn: the looks lose no wake-up.
+// not a look from every waiter, which the primary alone refuses. With FIFO
+// only the next in line looks: the three masters together run the release
+// and the winner's grant. Then the waiters take the key in turn: the looks
+// lose no wake-up.
 func TestWaitersLookAtPrimaryAlone(t *testing.T) {
+	for _, fifo := range []bool{false, true} {
+		t.Run(fmt.Sprint("fifo=", fifo), func(t *testing.T) { testWaitersLook(t, fifo) })
+	}
+}
+
+func testWaitersLook(t *testing.T, fifo bool) {
 	ctx := t.Context()
-	hb, direct := masters(t)
+	hb, direct := masters(t, WithFIFO(fifo))
+	// newBackend is a backend over direct's servers, as a process of its
+	// own would have.
+	newBackend := func() *Backend {
+		var clients []redis.UniversalClient
+		for _, d := range direct {
+			c := redis.NewClient(&redis.Options{Addr: d.Options().Addr, ContextTimeoutEnabled: true})
+			t.Cleanup(func() { _ = c.Close() })
+			clients = append(clients, c)
+		}
+		b, err := New(clients, WithPrefix("t:"), WithFIFO(fifo))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close() })
+		return b
+	}
 	const key, waiters = "k", 10
 	primary := hb.primary(key)
 	holder, err := dlock.New(hb, dlock.WithTTL(time.Minute)).TryAcquire(ctx, key)
@@ -173,17 +200,7 @@ func TestWaitersLookAtPrimaryAlone(t *testing.T) {
 	granted := make(chan *dlock.Lock, waiters)
 	failed := make(chan error, waiters)
 	for range waiters {
-		var clients []redis.UniversalClient
-		for _, d := range direct {
-			c := redis.NewClient(&redis.Options{Addr: d.Options().Addr, ContextTimeoutEnabled: true})
-			t.Cleanup(func() { _ = c.Close() })
-			clients = append(clients, c)
-		}
-		b, err := New(clients, WithPrefix("t:"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
+		b := newBackend()
 		go func() {
 			l, err := dlock.New(b, dlock.WithTTL(time.Minute), dlock.WithMaxWait(time.Minute)).Acquire(ctx, key)
 			if err != nil {
@@ -209,6 +226,19 @@ func TestWaitersLookAtPrimaryAlone(t *testing.T) {
 			case <-time.After(time.Millisecond):
 			}
 		}
+	}
+	// And has looked once more: a subscription that was not live before
+	// the refusal cannot tell whether it missed a release, so it wakes its
+	// waiter at once. The primary then ran the holder's grant and two
+	// scripts per waiter.
+	deadline := time.Now().Add(time.Minute)
+	for n := 0; n < 1+2*waiters; n = scriptCalls(t, direct[primary]) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the primary ran %d scripts before the release, want %d", n, 1+2*waiters)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, d := range direct {
 		if err := d.ConfigResetStat(ctx).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -222,14 +252,24 @@ func TestWaitersLookAtPrimaryAlone(t *testing.T) {
 	case err := <-failed:
 		t.Fatalf("a waiter failed: %v", err)
 	}
-	// Each waiter looked (the release woke one in each backend): the
-	// primary ran the release and at least one script per waiter.
-	for scriptCalls(t, direct[primary]) < 1+waiters {
-		time.Sleep(time.Millisecond)
-	}
-	for i, d := range direct {
-		if n := scriptCalls(t, d); i != primary && n >= waiters {
-			t.Errorf("master %d (not the primary) ran %d scripts after the release; want the release and the winner's acquire, not one look per waiter (%d)", i, n, waiters)
+	if fifo {
+		total := 0
+		for _, d := range direct {
+			total += scriptCalls(t, d)
+		}
+		if total >= waiters {
+			t.Errorf("the masters ran %d scripts from the release to the grant; want the release and the grant (3 each), not a look per waiter (%d)", total, waiters)
+		}
+	} else {
+		// Each waiter looked (the release woke one in each backend): the
+		// primary ran the release and at least one script per waiter.
+		for scriptCalls(t, direct[primary]) < 1+waiters {
+			time.Sleep(time.Millisecond)
+		}
+		for i, d := range direct {
+			if n := scriptCalls(t, d); i != primary && n >= waiters {
+				t.Errorf("master %d (not the primary) ran %d scripts after the release; want the release and the winner's acquire, not one look per waiter (%d)", i, n, waiters)
+			}
 		}
 	}
 	for range waiters - 1 {
@@ -291,5 +331,62 @@ func TestFailedLookPausesLooks(t *testing.T) {
 	}
 	if time.Now().UnixNano() >= b.lookPaused[primary].Load() {
 		t.Error("the primary's failed look did not pause the looks at it")
+	}
+}
+
+// attemptCount counts the Acquire calls that returned.
+type attemptCount struct {
+	*Backend
+	done atomic.Int32
+}
+
+func (c *attemptCount) Acquire(ctx context.Context, req dlock.AcquireRequest) (dlock.Record, bool, error) {
+	rec, ok, err := c.Backend.Acquire(ctx, req)
+	c.done.Add(1)
+	return rec, ok, err
+}
+
+// With FIFO, a holder's release that reached only the primary (the other
+// masters did not answer) leaves it a quorum there. The next in line takes
+// the primary, finds that quorum, and gives its turn up; its wait sleeps
+// until that holder's lease would end, since with FIFO no release on the
+// other masters publishes. So when the releases made again in the
+// background reach them, the waiters are woken once no quorum holds the
+// key: the waiter is granted then, not at the end of the lease.
+func TestFIFOWaitersWokenWhenLateReleasesLand(t *testing.T) {
+	b, _ := masters(t, WithFIFO(true))
+	const key, token = "k", "0123456789abcdef0123456789abcdef"
+	primary := b.primary(key)
+	for i := range b.nodes {
+		if i != primary {
+			take(t, b, i, key, token, time.Minute) // the holder's shares left
+		}
+	}
+	w := &attemptCount{Backend: b}
+	granted := make(chan error, 1)
+	go func() {
+		l, err := dlock.New(w, dlock.WithTTL(time.Minute), dlock.WithMaxWait(30*time.Second)).Acquire(t.Context(), key)
+		if err == nil {
+			err = l.Release(t.Context())
+		}
+		granted <- err
+	}()
+	// Its first attempt gave its turn up, and so did the look it makes at
+	// once on subscribing (not live before the refusal, the subscription
+	// cannot tell whether it missed a release): now it sleeps.
+	deadline := time.Now().Add(time.Minute)
+	for w.done.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the waiter made %d attempts, want 2", w.done.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i := range b.nodes {
+		if i != primary {
+			b.releaseLeg(i, key, token, true, time.Now().Add(time.Minute))
+		}
+	}
+	if err := <-granted; err != nil {
+		t.Fatalf("waiter once the holder's late releases landed: %v", err)
 	}
 }

@@ -34,7 +34,8 @@ func runRole(role string, stdin *bufio.Scanner) error {
 	}
 	// A generous master timeout: eight children, three servers and the
 	// race detector share two cores.
-	b, err := redlock.New(clients, redlock.WithPrefix(os.Getenv("PREFIX")), redlock.WithMasterTimeout(10*time.Second))
+	b, err := redlock.New(clients, redlock.WithPrefix(os.Getenv("PREFIX")), redlock.WithMasterTimeout(10*time.Second),
+		redlock.WithFIFO(os.Getenv("FIFO") == "1"))
 	if err != nil {
 		return err
 	}
@@ -47,7 +48,14 @@ func runRole(role string, stdin *bufio.Scanner) error {
 // are ever inside together, no write is refused, and the fences grow with
 // every grant (all masters are up, so every grant has all three and the
 // counters move together).
-func TestProcessesContending(t *testing.T) {
+func TestProcessesContending(t *testing.T) { contend(t) }
+
+// TestProcessesContendingFIFO is TestProcessesContending with FIFO on.
+func TestProcessesContendingFIFO(t *testing.T) { contend(t, "FIFO=1") }
+
+// contend runs TestProcessesContending with the children's extra
+// environment.
+func contend(t *testing.T, env ...string) {
 	if testing.Short() {
 		t.Skip("starts 8 processes")
 	}
@@ -56,5 +64,5 @@ func TestProcessesContending(t *testing.T) {
 	for i, s := range servers {
 		addrs[i] = s.Addr
 	}
-	proctest.RunContention(t, 8, 10, "ADDRS="+strings.Join(addrs, ","), "PREFIX="+uniquePrefix(), "KEY=shared")
+	proctest.RunContention(t, 8, 10, append([]string{"ADDRS=" + strings.Join(addrs, ","), "PREFIX=" + uniquePrefix(), "KEY=shared"}, env...)...)
 }

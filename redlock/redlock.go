@@ -26,6 +26,8 @@
 //     Once subscribed, a waiter asks the key's primary master alone first,
 //     and the others only if the primary did not refuse it: each release
 //     wakes a waiter in every process, and all but one are refused.
+//     [WithFIFO] keeps a FIFO queue on the primary instead, and a release
+//     wakes the next in line alone.
 //
 // Fences: a grant's fence is the highest its quorum counted, and before the
 // grant returns, the masters of the quorum that counted less are raised to
@@ -76,6 +78,7 @@ type Backend struct {
 	nodes   []*redislock.Backend
 	quorum  int
 	timeout time.Duration // bounds each call to one master
+	fifo    bool          // FIFO queue on each key's primary master
 
 	// Calls left running by an operation that returned without them (see
 	// eachUntil), for Drain.
@@ -118,6 +121,7 @@ type Option func(*options)
 type options struct {
 	node    []redislock.Option
 	timeout time.Duration
+	fifo    bool
 	errs    []error
 }
 
@@ -137,6 +141,23 @@ func WithMasterTimeout(d time.Duration) Option {
 			o.errs = append(o.errs, fmt.Errorf("master timeout %v is not positive", d))
 		}
 		o.timeout = d
+	}
+}
+
+// WithFIFO turns on first-come-first-served order among waiters (default
+// off). The queue lives on the key's primary master (chosen by rendezvous
+// hashing, so every client picks the same), as redislock's WithFIFO keeps
+// it on one server: a release wakes the one waiter whose turn it is, not a
+// waiter in every process. Every acquire asks the primary first and the
+// other masters only once it granted (one round trip more per grant), and
+// the primary's refusal stands whatever the others would say, so that
+// nobody passes the queue on a quorum without it. While the primary does
+// not answer, the other masters grant in no particular order, as without
+// FIFO, each grant waiting up to the master timeout for the primary.
+func WithFIFO(on bool) Option {
+	return func(o *options) {
+		o.fifo = on
+		o.node = append(o.node, redislock.WithFIFO(on))
 	}
 }
 
@@ -164,7 +185,7 @@ func New(clients []redis.UniversalClient, opts ...Option) (*Backend, error) {
 		return nil, fmt.Errorf("redlock: %w: %w", dlock.ErrInvalidOption, err)
 	}
 	b := &Backend{
-		quorum: len(clients)/2 + 1, timeout: o.timeout, retrying: make(map[leg]bool),
+		quorum: len(clients)/2 + 1, timeout: o.timeout, fifo: o.fifo, retrying: make(map[leg]bool),
 		watching: make(map[string]int), lookPaused: make([]atomic.Int64, len(clients)),
 	}
 	b.life, b.stop = context.WithCancel(context.Background())
@@ -378,7 +399,20 @@ func (b *Backend) primary(key string) int {
 // granted it, in less than the TTL.
 func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (_ dlock.Record, won bool, _ error) {
 	start := time.Now()
+	primary, look := -1, false
+	if b.fifo || b.subscribed(ctx, req) {
+		primary = b.primary(req.Key)
+		look = time.Now().UnixNano() >= b.lookPaused[primary].Load()
+	}
+	if b.fifo {
+		// A waiter's ticket stays while it waits, not while one call to
+		// the primary lasts.
+		ctx = redislock.WithQueueLife(ctx, ctx)
+	}
 	acquire := func(ctx context.Context, n *redislock.Backend) (granted, error) {
+		if b.fifo && n != b.nodes[primary] {
+			ctx = redislock.WithoutQueue(ctx) // the queue is the primary's
+		}
 		// A grant that lands after the master timeout stays: the core asks
 		// again with this token, and releasing it could take the next
 		// attempt's grant; that attempt reclaims it (below), or the give-back
@@ -409,7 +443,14 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (_ dloc
 	}
 	as := make([]answer[granted], len(b.nodes))
 	others := func(i int) bool { return true }
-	primary, look := b.lookFirst(ctx, req)
+	decided := b.grantedByQuorum
+	if b.fifo {
+		// With FIFO the primary's answer decides, when it comes.
+		decided = func(as []answer[granted]) bool {
+			p := as[primary]
+			return p.err != errPending && (p.err == nil && !p.v.ok || b.grantedByQuorum(as))
+		}
+	}
 	if look {
 		eachOf(ctx, b, as, func(i int) bool { return i == primary }, acquire)
 		p := as[primary]
@@ -423,9 +464,17 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (_ dloc
 		}
 		others = func(i int) bool { return i != primary }
 	}
-	eachUntilOf(ctx, b, as, others, acquire, b.grantedByQuorum, late)
+	eachUntilOf(ctx, b, as, others, acquire, decided, late)
 	for try := 0; ; try++ {
 		grants, refusals, errs := sortGrants(as)
+		if b.fifo && as[primary].err == nil && !as[primary].v.ok {
+			// The primary keeps the FIFO queue: its refusal stands, or a
+			// quorum of the others would pass the queue.
+			if len(refusals) < len(b.nodes) {
+				b.giveBack(ctx, req.Key, req.Token, as, false)
+			}
+			return as[primary].v.rec, false, nil
+		}
 		if len(grants) >= b.quorum {
 			err := b.raiseFences(ctx, req.Key, as)
 			if took := time.Since(start); err == nil && took < req.TTL {
@@ -442,8 +491,11 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (_ dloc
 		// A holder with a quorum of its own (one that took the key while
 		// the primary was down or lost its data) ends the race: asking
 		// again is pointless, and its release is what wakes the waiters.
+		// With FIFO the primary's holder is the head of the queue, and a
+		// quorum without the primary is most likely the last holder's,
+		// whose release is on its way: ask again as in a split vote.
 		held := quorumOf(refusals, b.quorum) != nil
-		if held || !as[primary].v.ok || try == splitRetries || sleep(ctx, splitBackoff<<try) != nil {
+		if held && !(b.fifo && as[primary].v.ok) || !as[primary].v.ok || try == splitRetries || sleep(ctx, splitBackoff<<try) != nil {
 			// Not granted: give back what landed, or may have (a master
 			// that did not answer may have granted after all). When the
 			// primary refused us, its holder wakes the waiters when it
@@ -482,27 +534,23 @@ func (b *Backend) Acquire(ctx context.Context, req dlock.AcquireRequest) (_ dloc
 // primary's refusal is the one the split-vote rules defer to anyway. A
 // share that a lost give-back left on the primary alone keeps waiters
 // (not new callers, who ask every master) from the key until it expires.
+// With FIFO every attempt looks first (see WithFIFO): a refused caller
+// that took the other masters while the primary refused it would look,
+// to the head of the queue asking them next, like a holder with a quorum.
 // A primary that does not answer is not looked at alone for lookPause,
 // so that a hung master does not cost every look its timeout.
 const lookPause = 5 * time.Second
 
-// lookFirst reports whether this attempt asks the key's primary master
-// alone first: it is one of a wait that subscribed, and the primary's last
-// look did not fail within lookPause. primary is the primary's index, or
-// -1 if the attempt is no waiter's.
-func (b *Backend) lookFirst(ctx context.Context, req dlock.AcquireRequest) (primary int, look bool) {
+// subscribed reports whether this attempt is one of a wait that
+// subscribed.
+func (b *Backend) subscribed(ctx context.Context, req dlock.AcquireRequest) bool {
 	id, ok := dlock.WaitingLockID(ctx)
 	if !ok || id != req.LockID {
-		return -1, false
+		return false
 	}
 	b.mu.Lock()
-	subscribed := b.watching[id] > 0
-	b.mu.Unlock()
-	if !subscribed {
-		return -1, false
-	}
-	primary = b.primary(req.Key)
-	return primary, time.Now().UnixNano() >= b.lookPaused[primary].Load()
+	defer b.mu.Unlock()
+	return b.watching[id] > 0
 }
 
 // pauseLooks stops looks at master i alone for lookPause.
@@ -659,13 +707,16 @@ func (b *Backend) giveBack(ctx context.Context, key, token string, as []answer[g
 	notRefused := func(i int) bool { return as[i].err != errPending && (as[i].err != nil || as[i].v.ok) }
 	eachOf(context.WithoutCancel(ctx), b, make([]answer[struct{}], len(b.nodes)), notRefused,
 		func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
-			return struct{}{}, release(ctx, n, key, token, wake)
+			return struct{}{}, b.release(ctx, n, key, token, wake)
 		})
 }
 
-// release releases token on master n; wake=false wakes no waiter.
-func release(ctx context.Context, n *redislock.Backend, key, token string, wake bool) error {
-	if wake {
+// release releases token on master n; wake=false wakes no waiter. With
+// FIFO only the key's primary master wakes waiters: its release names the
+// one whose turn it is, while a release on another master would wake
+// every waiter of every process.
+func (b *Backend) release(ctx context.Context, n *redislock.Backend, key, token string, wake bool) error {
+	if wake && (!b.fifo || n == b.nodes[b.primary(key)]) {
 		return n.Release(ctx, key, token)
 	}
 	return n.GiveBack(ctx, key, token)
@@ -709,11 +760,20 @@ func (b *Backend) releaseLeg(i int, key, token string, wake bool, stop time.Time
 	}
 	go func() {
 		defer b.unclaim(l)
+		released := false
 		detach.Retry(b.life, stop, func() bool {
 			ctx, cancel := context.WithTimeout(b.life, b.timeout)
 			defer cancel()
-			return unconfirmed(release(ctx, b.nodes[i], key, token, wake))
+			err := b.release(ctx, b.nodes[i], key, token, wake)
+			released = err == nil
+			return unconfirmed(err)
 		})
+		if p := b.primary(key); b.fifo && wake && i != p && released {
+			// With FIFO this share's release woke nobody, and the next in
+			// line may have found it still here and given up its turn:
+			// once no quorum holds the key, wake the waiters.
+			b.wakeUnlessHeld(b.life, key, p)
+		}
 	}()
 }
 
@@ -837,12 +897,37 @@ func (b *Backend) Keep(ctx context.Context, key, token string, ttl time.Duration
 // with one master down would be refused. A master that does not answer is
 // asked again in the background (see releaseLater).
 func (b *Backend) Release(ctx context.Context, key, token string) error {
-	errs := errsOf(each(ctx, b, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
-		return struct{}{}, n.Release(ctx, key, token)
-	}))
+	release := func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
+		return struct{}{}, b.release(ctx, n, key, token, true)
+	}
+	if !b.fifo {
+		errs := errsOf(each(ctx, b, release))
+		b.releaseLater(errs, key, token, true)
+		if err := b.tally(errs); err != nil {
+			return b.fail("release", key, err)
+		}
+		return nil
+	}
+	// With FIFO the other masters first: the next in line, woken by the
+	// primary's release, then finds them free, rather than this lease
+	// still on them, which looks like a holder with a quorum.
+	p := b.primary(key)
+	as := make([]answer[struct{}], len(b.nodes))
+	eachOf(ctx, b, as, func(i int) bool { return i != p }, release)
+	eachOf(ctx, b, as, func(i int) bool { return i == p }, release)
+	errs := errsOf(as)
 	b.releaseLater(errs, key, token, true)
 	if err := b.tally(errs); err != nil {
 		return b.fail("release", key, err)
+	}
+	if errs[p] != nil {
+		// The primary's release woke nobody: it did not hold the lease
+		// (taken while it was down or after it lost its data), or did not
+		// answer. Wake every waiter, as without FIFO: through the primary
+		// if it answered, else through the others.
+		answered := errors.Is(errs[p], dlock.ErrNotHeld)
+		eachOf(context.WithoutCancel(ctx), b, make([]answer[struct{}], len(b.nodes)), func(i int) bool { return (i == p) == answered },
+			func(ctx context.Context, n *redislock.Backend) (struct{}, error) { return struct{}{}, n.Wake(ctx, key) })
 	}
 	return nil
 }
@@ -1006,6 +1091,17 @@ func (b *Backend) Subscribe(ctx context.Context, key string) (<-chan struct{}, f
 			continue
 		}
 		cancels = append(cancels, a.v.cancel)
+		// A wake-up pending from the start (the master could not tell
+		// whether a release came since the refusal) is one look, however
+		// many masters have one: forwarded one by one, they made two.
+		select {
+		case <-a.v.ch:
+			select {
+			case out <- struct{}{}:
+			default:
+			}
+		default:
+		}
 		go func() {
 			for {
 				select {

@@ -108,6 +108,15 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformanceFIFO runs the whole suite, FIFO order among waiters
+// included, on three real masters with FIFO on.
+func TestConformanceFIFO(t *testing.T) {
+	_, clients := masters(t, 3)
+	dlocktest.RunConfig(t, dlocktest.Config{FIFO: true}, func(t *testing.T) dlock.Backend {
+		return newBackend(t, clients, uniquePrefix(), redlock.WithFIFO(true))
+	})
+}
+
 func TestNewRejectsBadMasters(t *testing.T) {
 	servers, clients := masters(t, 1)
 	sameServer := redis.NewClient(&redis.Options{Addr: servers[0].Addr})

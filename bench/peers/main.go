@@ -14,8 +14,8 @@
 // a one-member etcd the program starts on free loopback ports with its
 // data on /dev/shm (or on --etcd ENDPOINT, which should be a member
 // nothing else uses, since its requests are counted server-wide). Redlock
-// group: dlock's redlock and redsync, each over three more redis-servers
-// the program starts (--no-redlock skips them). PostgreSQL group: dlock's
+// group: dlock's redlock (with and without FIFO) and redsync, each over
+// three more redis-servers the program starts (--no-redlock skips them). PostgreSQL group: dlock's
 // pglock and hand-rolled session-level advisory locks, on a PostgreSQL
 // the program starts as the tests do (internal/testserver: a free
 // loopback port, data on /dev/shm, fsync off) or on --postgres DSN.
@@ -387,7 +387,7 @@ func redisGroup(ctx context.Context, addr string, floorTime time.Duration, repor
 	}}, cleanup, nil
 }
 
-// redlockGroup is dlock's redlock and redsync, each over the masters at
+// redlockGroup is dlock's redlock (with and without FIFO) and redsync, each over the masters at
 // addrs with go-redis clients of its own. The servers' counters are not
 // read: they would add up three servers' work in columns made for one.
 func redlockGroup(addrs []string) (group, func(), error) {
@@ -401,21 +401,26 @@ func redlockGroup(addrs []string) (group, func(), error) {
 		}
 		return ms
 	}
-	be, err := redlock.New(masters())
+	var backends []*redlock.Backend
 	cleanup := func() {
-		if be != nil {
+		for _, be := range backends {
 			_ = be.Close()
 		}
 		for _, c := range clients {
 			_ = c.Close()
 		}
 	}
-	if err != nil {
-		cleanup()
-		return group{}, nil, fmt.Errorf("redlock: %w", err)
+	for _, fifo := range []bool{false, true} {
+		be, err := redlock.New(masters(), redlock.WithFIFO(fifo))
+		if err != nil {
+			cleanup()
+			return group{}, nil, fmt.Errorf("redlock: %w", err)
+		}
+		backends = append(backends, be)
 	}
 	return group{name: "redlock", subjects: []bench.Subject{
-		bench.Dlock("dlock", be),
+		bench.Dlock("dlock", backends[0]),
+		bench.Dlock("dlock-fifo", backends[1]),
 		redsyncSubject(masters()...),
 	}}, cleanup, nil
 }

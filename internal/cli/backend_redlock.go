@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +24,7 @@ func init() {
 			"redis+redlock://[user:pass@]h1:p1,h2:p2,h3:p3[/db]   Redlock: held while most of these",
 			"                         independent Redis masters hold it; rediss+redlock:// for TLS",
 			"                         ?prefix=P (default dlock:)  ?timeout=D per master call (default 1s)",
+			"                         ?fifo=1 first-come-first-served order (see docs/redlock.md)",
 		},
 	}
 	backends["rediss+redlock"] = backendScheme{open: openRedlock}
@@ -44,7 +46,7 @@ func (b redlockBackend) Close() error {
 }
 
 // openRedlock opens redis+redlock://[user:pass@]h1:p1,h2:p2,...[/db]
-// [?prefix=P&timeout=D] and rediss+redlock:// (TLS to every master). It does not
+// [?prefix=P&timeout=D&fifo=B] and rediss+redlock:// (TLS to every master). It does not
 // connect: an unreachable master shows on the first operation.
 func openRedlock(_ context.Context, u *url.URL) (dlock.Backend, error) {
 	redis.SetLogger(quietRedis{})
@@ -76,8 +78,14 @@ func openRedlock(_ context.Context, u *url.URL) (dlock.Backend, error) {
 				return nil, fmt.Errorf("%w: timeout %q is not a positive duration such as 500ms", errBadURL, v)
 			}
 			opts = append(opts, redlock.WithMasterTimeout(d))
+		case "fifo":
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return nil, fmt.Errorf("%w: fifo=%q is not a boolean", errBadURL, v)
+			}
+			opts = append(opts, redlock.WithFIFO(on))
 		default:
-			return nil, fmt.Errorf("%w: unknown parameter %q (accepted: prefix, timeout)", errBadURL, name)
+			return nil, fmt.Errorf("%w: unknown parameter %q (accepted: prefix, timeout, fifo)", errBadURL, name)
 		}
 	}
 	user, pass := backendurl.User(u)

@@ -39,7 +39,8 @@ func TestRedlockBackend(t *testing.T) {
 
 	for _, bad := range []string{
 		"redis+redlock://127.0.0.1",                    // no port
-		"redis+redlock://" + addrs[2] + "?fifo=1",      // not a Redlock parameter
+		"redis+redlock://" + addrs[2] + "?replicas=1",  // not a Redlock parameter
+		"redis+redlock://" + addrs[2] + "?fifo=maybe",  // not a boolean
 		"redis+redlock://" + addrs[2] + "/x",           // database not a number
 		"redis+redlock://" + addrs[2] + "?timeout=0",   // not positive
 		"redis+redlock://" + addrs[2] + "," + addrs[2], // one master twice
@@ -48,4 +49,14 @@ func TestRedlockBackend(t *testing.T) {
 			t.Errorf("--backend %s: exit %d, %q; want %d", bad, code, stderr, ExitUsage)
 		}
 	}
+}
+
+// The user's flow over three masters with ?fifo=1.
+func TestRedlockFIFOBackend(t *testing.T) {
+	var addrs []string
+	for range 3 {
+		addrs = append(addrs, testserver.StartRedis(t).Addr)
+	}
+	s := &store{t: t, url: "redis+redlock://" + strings.Join(addrs, ",") + "?fifo=1&timeout=2s"}
+	s.userFlow()
 }
