@@ -460,3 +460,47 @@ func TestLateGrantOnSlowMasterIsKept(t *testing.T) {
 		t.Errorf("share on the slow master: %+v found %v, %v; want the late grant kept for %s", rec, found, err, l.LockID())
 	}
 }
+
+// A minimum hold's keep that the key's primary master did not get (its
+// client's only connection busy) is made again once the master can be
+// reached. Left with the lease of a minute, the primary would refuse a
+// waiter's look until then (a waiter asks it alone first): the waiter is
+// granted once the kept lease ends, not a minute later.
+func TestKeepReachesBusyPrimaryLater(t *testing.T) {
+	servers, clients := masters(t, 3)
+	prefix := uniquePrefix()
+	const key = "k"
+	primary := redlock.Primary(newBackend(t, clients, prefix), key)
+	busy, occupy := busyClient(t, servers[primary].Addr, clients[primary])
+	holderClients := append([]redis.UniversalClient(nil), clients...)
+	holderClients[primary] = busy
+	hb := newBackend(t, holderClients, prefix, redlock.WithMasterTimeout(5*time.Second))
+	ctx := t.Context()
+	l, err := dlock.New(hb, dlock.WithTTL(time.Minute)).TryAcquire(ctx, key, dlock.WithMinHold(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shares := newBackend(t, clients, prefix).Nodes()
+	waitfor.Until(t, "the primary grants its share", func() bool {
+		_, found, err := shares[primary].Inspect(ctx, key)
+		return err == nil && found
+	})
+	granted := make(chan error, 1)
+	go func() {
+		w := dlock.New(newBackend(t, clients, prefix), dlock.WithTTL(time.Minute), dlock.WithMaxWait(within))
+		l, err := w.Acquire(ctx, key)
+		if err == nil {
+			err = l.Release(ctx)
+		}
+		granted <- err
+	}()
+	free := occupy()
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("Release (a keep for the min hold) with the primary out of reach: %v", err)
+	}
+	waitfor.Until(t, "the keep on the primary fails and is made again", func() bool { return redlock.Retrying(hb) == 1 })
+	free()
+	if err := <-granted; err != nil {
+		t.Fatalf("waiter after the min hold: %v", err)
+	}
+}

@@ -883,11 +883,53 @@ func (b *Backend) Refresh(ctx context.Context, key, token string, ttl time.Durat
 	return merge(recs), nil
 }
 
-// Keep implements [dlock.Keeper].
+// Keep implements [dlock.Keeper]. A master that did not answer is asked
+// again in the background (see keepLeg): left with the longer lease, it
+// would hold the key past the minimum hold, and if it is the key's primary
+// master, whose refusal a waiter's look takes as the answer, keep waiters
+// from it until that lease ended.
 func (b *Backend) Keep(ctx context.Context, key, token string, ttl time.Duration) error {
-	return b.onAll(ctx, "keep", key, func(ctx context.Context, n *redislock.Backend) error {
-		return n.Keep(ctx, key, token, ttl)
-	})
+	until := time.Now().Add(ttl)
+	late := func(i int, a answer[struct{}]) {
+		if unconfirmed(a.err) {
+			b.keepLeg(i, key, token, until)
+		}
+	}
+	as := eachUntil(ctx, b, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
+		return struct{}{}, n.Keep(ctx, key, token, ttl)
+	}, tallied[struct{}](b), late)
+	errs := errsOf(as)
+	for i, err := range errs {
+		if err != errPending && unconfirmed(err) {
+			b.keepLeg(i, key, token, until)
+		}
+	}
+	if err := b.tally(errs); err != nil {
+		return b.fail("keep", key, err)
+	}
+	return nil
+}
+
+// keepLeg makes the keep of token on master i again, in the background,
+// with backoff, while the master neither confirms nor refuses it, until
+// Close or detach.RetryFor; the lease it sets still ends at until, and
+// once until has passed it is released instead.
+func (b *Backend) keepLeg(i int, key, token string, until time.Time) {
+	l := leg{i, key, token}
+	if !b.claim(l) {
+		return
+	}
+	go func() {
+		defer b.unclaim(l)
+		detach.Retry(b.life, time.Now().Add(detach.RetryFor), func() bool {
+			ctx, cancel := context.WithTimeout(b.life, b.timeout)
+			defer cancel()
+			if rest := time.Until(until); rest >= time.Millisecond {
+				return unconfirmed(b.nodes[i].Keep(ctx, key, token, rest))
+			}
+			return unconfirmed(b.release(ctx, b.nodes[i], key, token, true))
+		})
+	}()
 }
 
 // Release implements [dlock.Backend]: on every master; it fails when a
@@ -928,15 +970,6 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 		answered := errors.Is(errs[p], dlock.ErrNotHeld)
 		eachOf(context.WithoutCancel(ctx), b, make([]answer[struct{}], len(b.nodes)), func(i int) bool { return (i == p) == answered },
 			func(ctx context.Context, n *redislock.Backend) (struct{}, error) { return struct{}{}, n.Wake(ctx, key) })
-	}
-	return nil
-}
-
-func (b *Backend) onAll(ctx context.Context, op, key string, fn func(context.Context, *redislock.Backend) error) error {
-	if err := b.tally(errsOf(eachUntil(ctx, b, func(ctx context.Context, n *redislock.Backend) (struct{}, error) {
-		return struct{}{}, fn(ctx, n)
-	}, tallied[struct{}](b), nil))); err != nil {
-		return b.fail(op, key, err)
 	}
 	return nil
 }
