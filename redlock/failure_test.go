@@ -182,7 +182,7 @@ func TestWaiterGrantedWhilePrimaryHangs(t *testing.T) {
 			servers, clients := masters(t, 3)
 			prefix := uniquePrefix()
 			const key = "k"
-			opts := []redlock.Option{redlock.WithFIFO(fifo), redlock.WithMasterTimeout(200 * time.Millisecond)}
+			opts := []redlock.Option{redlock.WithFIFO(fifo), redlock.WithMasterTimeout(time.Second)}
 			hb := newBackend(t, clients, prefix, opts...)
 			wb := newBackend(t, clients, prefix, opts...)
 			ctx, cancel := context.WithTimeout(t.Context(), within)
