@@ -390,3 +390,36 @@ func TestFIFOWaitersWokenWhenLateReleasesLand(t *testing.T) {
 		t.Fatalf("waiter once the holder's late releases landed: %v", err)
 	}
 }
+
+// A FIFO release frees the other masters before the primary, whose release
+// wakes the next in line: when that one asks the other masters, the lease
+// is gone from them, rather than looking like a holder with a quorum.
+func TestFIFOReleaseFreesPrimaryLast(t *testing.T) {
+	b, _ := masters(t, WithFIFO(true))
+	const key = "k"
+	primary := b.primary(key)
+	l, err := dlock.New(b, dlock.WithTTL(time.Minute)).TryAcquire(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.inflight.Wait(t.Context()); err != nil { // every master's grant
+		t.Fatal(err)
+	}
+	checked := false
+	testHookReleasePrimary = func() {
+		checked = true
+		for i, n := range b.nodes {
+			_, found, err := n.Inspect(t.Context(), key)
+			if err != nil || found != (i == primary) {
+				t.Errorf("master %d as the primary's release is sent: held %v, %v; want only the primary still held", i, found, err)
+			}
+		}
+	}
+	t.Cleanup(func() { testHookReleasePrimary = nil })
+	if err := l.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !checked {
+		t.Error("the release did not come to the primary's turn")
+	}
+}

@@ -604,6 +604,10 @@ func (b *Backend) wakeUnlessHeld(ctx context.Context, key string, primary int) {
 // its shares back, for tests that race a release against it.
 var testHookGiveBack func()
 
+// testHookReleasePrimary, if set, runs as a FIFO release is about to
+// release the key's primary master, for tests of the order.
+var testHookReleasePrimary func()
+
 // testHookRaise, if set, runs as a grant's quorum that disagrees on the
 // fence is about to be raised, for tests that make the raise fail.
 var testHookRaise func()
@@ -956,6 +960,9 @@ func (b *Backend) Release(ctx context.Context, key, token string) error {
 	p := b.primary(key)
 	as := make([]answer[struct{}], len(b.nodes))
 	eachOf(ctx, b, as, func(i int) bool { return i != p }, release)
+	if testHookReleasePrimary != nil {
+		testHookReleasePrimary()
+	}
 	eachOf(ctx, b, as, func(i int) bool { return i == p }, release)
 	errs := errsOf(as)
 	b.releaseLater(errs, key, token, true)
