@@ -758,25 +758,38 @@ func (b *Backend) releaseLater(errs []error, key, token string, wake bool) {
 // until the master answers, Close is called or stop has passed; unless it
 // is being done already, or maxRetrying releases are.
 func (b *Backend) releaseLeg(i int, key, token string, wake bool, stop time.Time) {
-	l := leg{i, key, token}
+	var done func()
+	if p := b.primary(key); b.fifo && wake && i != p {
+		// With FIFO this share's release wakes nobody, and the next in
+		// line may have found it still here and given up its turn: once
+		// no quorum holds the key, wake the waiters.
+		done = func() { b.wakeUnlessHeld(b.life, key, p) }
+	}
+	b.retryLeg(leg{i, key, token}, stop, func(ctx context.Context, n *redislock.Backend) error {
+		return b.release(ctx, n, key, token, wake)
+	}, done)
+}
+
+// retryLeg makes call on master l.master again, in the background, with
+// backoff, while the master neither confirms nor refuses it, until stop or
+// Close; done (if not nil) runs once it succeeded. At most one retry per
+// leg runs at a time.
+func (b *Backend) retryLeg(l leg, stop time.Time, call func(context.Context, *redislock.Backend) error, done func()) {
 	if !b.claim(l) {
 		return
 	}
 	go func() {
 		defer b.unclaim(l)
-		released := false
+		ok := false
 		detach.Retry(b.life, stop, func() bool {
 			ctx, cancel := context.WithTimeout(b.life, b.timeout)
 			defer cancel()
-			err := b.release(ctx, b.nodes[i], key, token, wake)
-			released = err == nil
+			err := call(ctx, b.nodes[l.master])
+			ok = err == nil
 			return unconfirmed(err)
 		})
-		if p := b.primary(key); b.fifo && wake && i != p && released {
-			// With FIFO this share's release woke nobody, and the next in
-			// line may have found it still here and given up its turn:
-			// once no quorum holds the key, wake the waiters.
-			b.wakeUnlessHeld(b.life, key, p)
+		if ok && done != nil {
+			done()
 		}
 	}()
 }
@@ -919,21 +932,12 @@ func (b *Backend) Keep(ctx context.Context, key, token string, ttl time.Duration
 // Close or detach.RetryFor; the lease it sets still ends at until, and
 // once until has passed it is released instead.
 func (b *Backend) keepLeg(i int, key, token string, until time.Time) {
-	l := leg{i, key, token}
-	if !b.claim(l) {
-		return
-	}
-	go func() {
-		defer b.unclaim(l)
-		detach.Retry(b.life, time.Now().Add(detach.RetryFor), func() bool {
-			ctx, cancel := context.WithTimeout(b.life, b.timeout)
-			defer cancel()
-			if rest := time.Until(until); rest >= time.Millisecond {
-				return unconfirmed(b.nodes[i].Keep(ctx, key, token, rest))
-			}
-			return unconfirmed(b.release(ctx, b.nodes[i], key, token, true))
-		})
-	}()
+	b.retryLeg(leg{i, key, token}, time.Now().Add(detach.RetryFor), func(ctx context.Context, n *redislock.Backend) error {
+		if rest := time.Until(until); rest >= time.Millisecond {
+			return n.Keep(ctx, key, token, rest)
+		}
+		return b.release(ctx, n, key, token, true)
+	}, nil)
 }
 
 // Release implements [dlock.Backend]: on every master; it fails when a
